@@ -1,0 +1,13 @@
+"""Built-in model types, registered through the same hook as third-party plugins."""
+
+from __future__ import annotations
+
+from crystalgnn_plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def register_models(register):
+    from crystalgnn_plugins.models import EnergyModel, PropertyModel
+
+    register("energy", EnergyModel, description="total energy (eV) with forces and stress by autograd")
+    register("property", PropertyModel, description="one scalar property per crystal (intensive or extensive)")

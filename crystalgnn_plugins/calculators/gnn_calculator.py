@@ -1,0 +1,83 @@
+"""``GNNCalculator``: a learned energy model as an ASE calculator."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+
+from crystalgnn_plugins.models.base import CrystalModel
+from crystalgnn_plugins.models.energy import EnergyModel
+
+
+def full_3x3_to_voigt(stress: np.ndarray) -> np.ndarray:
+    """``(3, 3)`` -> Voigt ``(xx, yy, zz, yz, xz, xy)``."""
+    return np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
+
+
+class GNNCalculator(Calculator):
+    """ASE calculator for a crystalgnn-plugins energy model.
+
+    Energies in eV, forces in eV/Å, stress in eV/Å³ (Voigt order, ASE's sign).
+
+    Args:
+        model: an :class:`EnergyModel`, the path of a saved model, or the name of
+            a shipped model (``None``: the shipped default).
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
+        dtype: ``torch.float32`` or ``torch.float64`` (default: the model's own).
+
+    Structures with elements the model does not know raise
+    :class:`~crystalgnn_plugins.models.UnknownElementError`. An atom with no
+    neighbour within the cutoff contributes its isolated-atom energy and feels
+    no force (see :class:`EnergyModel`). Stress is only defined for cells
+    periodic in all three directions.
+    """
+
+    implemented_properties: ClassVar[list[str]] = ["energy", "free_energy", "energies", "forces", "stress"]
+
+    def __init__(
+        self,
+        model: CrystalModel | str | os.PathLike | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        from crystalgnn_plugins.models.pretrained import resolve_model
+
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = resolve_model(model, device=self.device, dtype=dtype)
+        if not isinstance(self.model, EnergyModel):
+            raise TypeError(
+                f"GNNCalculator needs an energy model, got a {type(self.model).__name__} "
+                f"(model_type {self.model.model_type!r})"
+            )
+        self.model.eval()
+        self.dtype = next(self.model.parameters()).dtype
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                "stress needs a cell periodic in all three directions "
+                f"(pbc={atoms.pbc.tolist()})"
+            )
+        graph = self.model.graph(atoms)
+        out = self.model(graph, compute_forces=True, compute_stress=bool(atoms.pbc.all()))
+        energy = float(out["energy"].detach().cpu().double().sum())
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["energies"].detach().cpu().double().numpy(),
+            "forces": out["forces"].detach().cpu().double().numpy(),
+        }
+        if "stress" in out:
+            self.results["stress"] = full_3x3_to_voigt(out["stress"][0].detach().cpu().double().numpy())

@@ -1,0 +1,218 @@
+"""Batched periodic crystal graphs as torch tensors.
+
+Edge vectors are *not* stored: they are recomputed in torch from positions,
+cell and the integer image offsets (:meth:`CrystalGraph.edge_vectors`), so
+forces and stress follow by autograd.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from crystalgnn_plugins.graph.neighbors import neighbor_list
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ase import Atoms
+    from pymatgen.core import Structure
+
+#: Two atoms closer than this (Å) are treated as overlapping: an error.
+MIN_DISTANCE = 1e-4
+
+
+class GraphError(ValueError):
+    """A structure cannot be turned into a crystal graph (names the structure)."""
+
+
+@dataclass
+class CrystalGraph:
+    """One or many crystals as a single (multi)graph.
+
+    Attributes:
+        atomic_numbers: ``(N,)`` long.
+        positions: ``(N, 3)`` Cartesian positions, Å.
+        cell: ``(B, 3, 3)`` lattice vectors as rows, Å (zeros where not periodic).
+        pbc: ``(B, 3)`` bool.
+        edge_index: ``(2, E)`` long; row 0 the centre atom ``i``, row 1 the neighbour ``j``.
+        offsets: ``(E, 3)`` integer image shifts (stored as float) so that the edge
+            vector is ``r_j - r_i + offsets @ cell``.
+        batch: ``(N,)`` long, index of the crystal each atom belongs to.
+        num_atoms: ``(B,)`` long.
+        cutoff: neighbour cutoff, Å.
+        max_neighbors: per-atom edge cap used when building, or ``None``.
+        ids: optional identifiers of the crystals (used in error messages).
+    """
+
+    atomic_numbers: torch.Tensor
+    positions: torch.Tensor
+    cell: torch.Tensor
+    pbc: torch.Tensor
+    edge_index: torch.Tensor
+    offsets: torch.Tensor
+    batch: torch.Tensor
+    num_atoms: torch.Tensor
+    cutoff: float
+    max_neighbors: int | None = None
+    ids: list[str] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ build
+    @classmethod
+    def from_atoms(
+        cls,
+        atoms: Atoms,
+        cutoff: float,
+        max_neighbors: int | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        structure_id: str | None = None,
+    ) -> CrystalGraph:
+        """Graph of one ASE ``Atoms`` (periodic in any directions, or not at all)."""
+        sid = structure_id if structure_id is not None else atoms.get_chemical_formula()
+        numbers = np.asarray(atoms.numbers, dtype=np.int64)
+        positions = np.asarray(atoms.positions, dtype=np.float64)
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        if len(numbers) == 0:
+            raise GraphError(f"structure {sid!r}: has no atoms")
+        if not np.isfinite(positions).all():
+            raise GraphError(f"structure {sid!r}: non-finite positions")
+        if pbc.any():
+            vol = abs(np.linalg.det(cell)) if pbc.all() else None
+            if any(np.linalg.norm(cell[k]) < 1e-8 for k in range(3) if pbc[k]) or (
+                vol is not None and vol < 1e-6
+            ):
+                raise GraphError(f"structure {sid!r}: periodic cell is degenerate: {cell.tolist()}")
+        nl = neighbor_list(positions, cell, pbc, cutoff, max_neighbors)
+        if len(nl.distances) and nl.distances.min() < MIN_DISTANCE:
+            k = int(nl.distances.argmin())
+            raise GraphError(
+                f"structure {sid!r}: atoms {nl.centers[k]} and {nl.neighbors[k]} overlap "
+                f"(distance {nl.distances[k]:.2e} Å)"
+            )
+        return cls(
+            atomic_numbers=torch.from_numpy(numbers),
+            positions=torch.tensor(positions, dtype=dtype),
+            cell=torch.tensor(cell if pbc.any() else np.zeros((3, 3)), dtype=dtype).unsqueeze(0),
+            pbc=torch.from_numpy(pbc.copy()).unsqueeze(0),
+            edge_index=torch.from_numpy(np.stack([nl.centers, nl.neighbors])),
+            offsets=torch.tensor(nl.offsets, dtype=dtype),
+            batch=torch.zeros(len(numbers), dtype=torch.long),
+            num_atoms=torch.tensor([len(numbers)]),
+            cutoff=float(cutoff),
+            max_neighbors=max_neighbors,
+            ids=[sid],
+        )
+
+    @classmethod
+    def from_structure(
+        cls,
+        structure: Structure,
+        cutoff: float,
+        max_neighbors: int | None = None,
+        *,
+        dtype: torch.dtype = torch.float32,
+        structure_id: str | None = None,
+    ) -> CrystalGraph:
+        """Graph of one pymatgen ``Structure`` (or ``Molecule``)."""
+        return cls.from_atoms(
+            to_atoms(structure), cutoff, max_neighbors, dtype=dtype, structure_id=structure_id
+        )
+
+    @classmethod
+    def collate(cls, graphs: Sequence[CrystalGraph]) -> CrystalGraph:
+        """Join many graphs (each of one or more crystals) into one batched graph."""
+        if not graphs:
+            raise ValueError("cannot collate an empty list of graphs")
+        if len(graphs) == 1:
+            return graphs[0]
+        first = graphs[0]
+        for g in graphs[1:]:
+            if g.cutoff != first.cutoff or g.max_neighbors != first.max_neighbors:
+                raise ValueError("graphs built with different cutoffs cannot be batched")
+        atom_shift = torch.cumsum(torch.tensor([0] + [g.num_nodes for g in graphs[:-1]]), 0)
+        graph_shift = torch.cumsum(torch.tensor([0] + [g.num_graphs for g in graphs[:-1]]), 0)
+        return cls(
+            atomic_numbers=torch.cat([g.atomic_numbers for g in graphs]),
+            positions=torch.cat([g.positions for g in graphs]),
+            cell=torch.cat([g.cell for g in graphs]),
+            pbc=torch.cat([g.pbc for g in graphs]),
+            edge_index=torch.cat([g.edge_index + s for g, s in zip(graphs, atom_shift)], dim=1),
+            offsets=torch.cat([g.offsets for g in graphs]),
+            batch=torch.cat([g.batch + s for g, s in zip(graphs, graph_shift)]),
+            num_atoms=torch.cat([g.num_atoms for g in graphs]),
+            cutoff=first.cutoff,
+            max_neighbors=first.max_neighbors,
+            ids=[i for g in graphs for i in g.ids],
+        )
+
+    # ------------------------------------------------------------- helpers
+    @property
+    def num_nodes(self) -> int:
+        return int(self.atomic_numbers.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edge_index.shape[1])
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.num_atoms.shape[0])
+
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> CrystalGraph:
+        """Copy to a device and/or floating dtype (integer tensors keep their dtype)."""
+
+        def mv(t: torch.Tensor) -> torch.Tensor:
+            if t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device=device)
+
+        return replace(
+            self,
+            atomic_numbers=mv(self.atomic_numbers),
+            positions=mv(self.positions),
+            cell=mv(self.cell),
+            pbc=mv(self.pbc),
+            edge_index=mv(self.edge_index),
+            offsets=mv(self.offsets),
+            batch=mv(self.batch),
+            num_atoms=mv(self.num_atoms),
+        )
+
+    def edge_vectors(
+        self, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Edge vectors ``r_j - r_i + S @ cell`` (Å), differentiable in positions and cell."""
+        pos = self.positions if positions is None else positions
+        cell = self.cell if cell is None else cell
+        i, j = self.edge_index
+        shift = torch.einsum("ek,ekl->el", self.offsets, cell[self.batch[i]])
+        return pos[j] - pos[i] + shift
+
+    def volumes(self, cell: torch.Tensor | None = None) -> torch.Tensor:
+        """Cell volumes (Å³), ``(B,)``; zero for crystals not periodic in all three directions."""
+        cell = self.cell if cell is None else cell
+        vol = torch.linalg.det(cell).abs()
+        return torch.where(self.pbc.all(dim=1), vol, torch.zeros_like(vol))
+
+
+def to_atoms(obj) -> Atoms:
+    """An ASE ``Atoms`` from ``Atoms``, pymatgen ``Structure``/``Molecule``."""
+    from ase import Atoms
+
+    if isinstance(obj, Atoms):
+        return obj
+    try:
+        from pymatgen.core import IStructure, Molecule
+    except ImportError:  # pragma: no cover
+        raise TypeError(f"expected ase.Atoms, got {type(obj).__name__}") from None
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    if isinstance(obj, (IStructure, Molecule)):
+        if not obj.is_ordered:
+            raise GraphError(f"structure {obj.formula!r}: disordered (partial occupancies) structures are not supported")
+        return AseAtomsAdaptor.get_atoms(obj)
+    raise TypeError(f"expected ase.Atoms or a pymatgen Structure/Molecule, got {type(obj).__name__}")

@@ -1,0 +1,132 @@
+"""Energy model: per-element reference energies + learned per-atom energies;
+forces and stress by autograd."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from crystalgnn_plugins.encoders.base import Encoder
+from crystalgnn_plugins.graph import CrystalGraph
+from crystalgnn_plugins.models.base import CrystalModel, _mlp, pool_sum
+
+MAX_Z = 118
+
+
+class EnergyModel(CrystalModel):
+    """Total energy ``E = sum_i (e_ref[Z_i] + shift + scale * MLP(h_i))`` (eV).
+
+    ``forces = -dE/dr`` (eV/Å) and ``stress = (1/V) dE/d(eps)`` (eV/Å³, ASE's sign:
+    negative under compression) under a symmetric strain ``eps`` applied to
+    positions and cell, both by autograd.
+
+    An atom with no neighbour within the cutoff keeps only its element
+    embedding: its energy is its reference energy plus the learned constant of
+    an isolated atom of that element, and the force on it is zero.
+
+    Args:
+        hidden, num_hidden: width and number of hidden layers of the per-atom MLP.
+    """
+
+    model_type = "energy"
+    units = {"energy": "eV", "energies": "eV", "forces": "eV/Å", "stress": "eV/Å^3"}
+
+    def __init__(
+        self,
+        encoder: Encoder | str = "smooth_cgcnn",
+        encoder_kwargs: dict[str, Any] | None = None,
+        elements: Sequence[str] | None = None,
+        *,
+        hidden: int = 64,
+        num_hidden: int = 2,
+    ):
+        super().__init__(encoder, encoder_kwargs, elements)
+        self.hidden = hidden
+        self.num_hidden = num_hidden
+        self.head = _mlp(self.encoder.out_features, hidden, num_hidden)
+        self.register_buffer("reference_energies", torch.zeros(MAX_Z + 1))
+        self.register_buffer("scale", torch.tensor(1.0))
+        self.register_buffer("shift", torch.tensor(0.0))
+
+    def _readout_config(self) -> dict[str, Any]:
+        return {"hidden": self.hidden, "num_hidden": self.num_hidden}
+
+    # -------------------------------------------------------- normalisation
+    def fit_normalisation(
+        self, numbers: Sequence[Sequence[int]], energies: Sequence[float], ridge: float = 1e-6
+    ) -> np.ndarray:
+        """Fit per-element reference energies (eV) to total energies by (ridge)
+        least squares on the composition; set ``shift``/``scale`` to the mean and
+        standard deviation of the per-atom residual. Returns the residuals (eV)."""
+        energies = np.asarray(energies, dtype=float)
+        counts = np.zeros((len(numbers), MAX_Z + 1))
+        for row, zs in enumerate(numbers):
+            np.add.at(counts[row], np.asarray(zs, dtype=int), 1.0)
+        present = counts.sum(0) > 0
+        A = counts[:, present]
+        ref = np.linalg.solve(A.T @ A + ridge * np.eye(A.shape[1]), A.T @ energies)
+        full = np.zeros(MAX_Z + 1)
+        full[present] = ref
+        residual = energies - counts @ full
+        per_atom = residual / counts.sum(1)
+        self.reference_energies.copy_(torch.as_tensor(full))
+        self.shift.fill_(0.0)
+        self.scale.fill_(float(per_atom.std()) if len(per_atom) > 1 and per_atom.std() > 1e-8 else 1.0)
+        return residual
+
+    # ---------------------------------------------------------------- model
+    def atomic_energies(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies ``(N,)`` in eV."""
+        h = self.encoder(graph, edge_vectors)
+        e = self.head(h).squeeze(-1) * self.scale + self.shift
+        return e + self.reference_energies[graph.atomic_numbers]
+
+    def forward(
+        self,
+        graph: CrystalGraph,
+        *,
+        compute_forces: bool = True,
+        compute_stress: bool = True,
+        create_graph: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """Energies, forces and stress of a (batched) graph.
+
+        Returns a dict with ``energy`` ``(B,)`` eV, ``energies`` ``(N,)`` eV and, if
+        asked, ``forces`` ``(N, 3)`` eV/Å and ``stress`` ``(B, 3, 3)`` eV/Å³ (NaN for
+        crystals not periodic in all three directions). ``create_graph=True``
+        keeps the graph of the derivatives (for training on forces/stress).
+        """
+        pos = graph.positions
+        cell = graph.cell
+        inputs: list[torch.Tensor] = []
+        with torch.enable_grad():
+            if compute_forces:
+                pos = pos.detach().requires_grad_(True)
+                inputs.append(pos)
+            if compute_stress:
+                strain = torch.zeros_like(cell, requires_grad=True)
+                inputs.append(strain)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                pos = pos + torch.einsum("ni,nij->nj", pos, sym[graph.batch])
+                cell = cell + torch.bmm(cell, sym)
+            energies = self.atomic_energies(graph, graph.edge_vectors(pos, cell))
+            energy = pool_sum(energies, graph.batch, graph.num_graphs)
+            out = {"energy": energy, "energies": energies}
+            if inputs:
+                grads = torch.autograd.grad(
+                    energy.sum(), inputs, create_graph=create_graph, allow_unused=True
+                )
+                grads = [torch.zeros_like(x) if g is None else g for x, g in zip(inputs, grads)]
+                if compute_forces:
+                    out["forces"] = -grads[0]
+                if compute_stress:
+                    vol = graph.volumes(graph.cell)
+                    safe = torch.where(vol > 0, vol, torch.ones_like(vol))
+                    stress = grads[-1] / safe.view(-1, 1, 1)
+                    out["stress"] = torch.where(
+                        (vol > 0).view(-1, 1, 1), stress, torch.full_like(stress, float("nan"))
+                    )
+        return out

@@ -1,0 +1,254 @@
+"""``train``: fit a crystal model on records with Lightning (checkpoints every
+epoch, ``resume``, early stopping, fixed seeds) and write a JSON report."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crystalgnn_plugins.models.base import CrystalModel
+from crystalgnn_plugins.models.energy import EnergyModel
+from crystalgnn_plugins.models.io import save_model
+
+ENERGY_KEYS = ("energy", "forces", "stress")
+
+
+@dataclass
+class TrainResult:
+    """The trained model (best validation checkpoint), its report and where it was saved."""
+
+    model: CrystalModel
+    report: dict[str, Any]
+    model_dir: Path | None
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    os.replace(tmp, path)
+
+
+def _elements(records) -> set[str]:
+    return {s for r in records for s in r.atoms.get_chemical_symbols()}
+
+
+def _default_loss(model: CrystalModel, targets: Sequence[str], weights: dict[str, float]):
+    from crystalgnn_plugins.training.losses import build_loss
+
+    if isinstance(model, EnergyModel):
+        return build_loss(
+            "energy_force_stress",
+            energy_weight=weights.get("energy", 1.0),
+            force_weight=weights.get("forces", 1.0) if "forces" in targets else 0.0,
+            stress_weight=weights.get("stress", 0.1) if "stress" in targets else 0.0,
+            scale=float(model.scale),
+        )
+    return build_loss("mse", key=model.target, scale=float(model.std))
+
+
+def train(
+    train_records: Sequence[Any],
+    val_records: Sequence[Any],
+    test_records: Sequence[Any] = (),
+    *,
+    model: CrystalModel,
+    targets: Sequence[str] | None = None,
+    loss: str | Any | None = None,
+    loss_kwargs: dict[str, Any] | None = None,
+    weights: dict[str, float] | None = None,
+    epochs: int = 100,
+    batch_size: int = 32,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    patience: int = 20,
+    lr_patience: int = 10,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    accelerator: str = "auto",
+    devices: int | str = "auto",
+    strategy: str = "auto",
+    num_nodes: int = 1,
+    max_time: str | None = None,
+) -> TrainResult:
+    """Train ``model`` on labelled records.
+
+    Args:
+        train_records, val_records, test_records: records from
+            :mod:`crystalgnn_plugins.data`; validation drives early stopping and
+            the best checkpoint, the test split is only evaluated.
+        model: an untrained :class:`PropertyModel` or :class:`EnergyModel`.
+        targets: for an energy model a subset of ``("energy", "forces",
+            "stress")`` (default: every label present in the training set); a
+            property model trains on its ``target``.
+        loss: a registered loss name or a callable (default: ``mse`` on the
+            normalised property, or ``energy_force_stress`` with ``weights``).
+        epochs, batch_size, lr, weight_decay, patience (early stopping, epochs),
+            lr_patience (reduce-on-plateau): optimisation settings.
+        seed: seeds Python, numpy and torch (data order and initialisation).
+        out_dir: where the model (``out_dir/model``), ``report.json`` and logs go.
+        checkpoint_dir: checkpoints every epoch (``last.ckpt``, ``best.ckpt``);
+            default ``out_dir/checkpoints``.
+        resume: continue from ``checkpoint_dir/last.ckpt`` (same settings required).
+        accelerator, devices, strategy, num_nodes: passed to ``lightning.Trainer``
+            (e.g. ``strategy="ddp"`` on several GPUs or nodes).
+
+    Returns:
+        :class:`TrainResult`; the report has MAE, RMSE, R² per split, training time (s)
+        and the number of parameters.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from crystalgnn_plugins.training.dataset import GraphDataset, collate
+    from crystalgnn_plugins.training.evaluate import evaluate
+    from crystalgnn_plugins.training.module import CrystalModule
+
+    if not train_records or not val_records:
+        raise ValueError("train() needs non-empty training and validation sets")
+    L.seed_everything(seed, workers=True, verbose=False)
+    weights = dict(weights or {})
+
+    if isinstance(model, EnergyModel):
+        available = [k for k in ENERGY_KEYS if all(r.targets.get(k) is not None for r in train_records[:1])]
+        targets = list(targets or available)
+        if "energy" not in targets:
+            raise ValueError("an energy model needs 'energy' labels")
+        if model.elements is None:
+            model.set_elements(_elements(train_records))
+        model.fit_normalisation([r.atoms.numbers for r in train_records], [r.targets["energy"] for r in train_records])
+    else:
+        targets = [model.target]
+        if model.elements is None:
+            model.set_elements(_elements([*train_records, *val_records, *test_records]))
+        model.fit_normalisation(
+            [float(r.targets[model.target]) for r in train_records], [len(r.atoms) for r in train_records]
+        )
+
+    if loss is None:
+        loss_fn = _default_loss(model, targets, weights)
+    elif isinstance(loss, str):
+        from crystalgnn_plugins.training.losses import build_loss
+
+        loss_fn = build_loss(loss, **(loss_kwargs or {}))
+    else:
+        loss_fn = loss
+
+    out_dir = Path(out_dir) if out_dir is not None else None
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else (out_dir / "checkpoints" if out_dir else None)
+    settings = {
+        "model_type": model.model_type,
+        "model": model.get_config(),
+        "targets": targets,
+        "loss": loss if isinstance(loss, str) else type(loss_fn).__name__,
+        "loss_kwargs": loss_kwargs,
+        "weights": weights,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "seed": seed,
+        "num_train": len(train_records),
+        "num_val": len(val_records),
+    }
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    ckpt_path = None
+    if ckpt_dir is not None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stamp = ckpt_dir / "settings.json"
+        if resume:
+            last = ckpt_dir / "last.ckpt"
+            if not last.exists():
+                raise FileNotFoundError(f"--resume: no checkpoint {last}")
+            if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"--resume: the settings differ from those of the checkpoints in {ckpt_dir} "
+                    f"(see {stamp}); resume with the same data and options"
+                )
+            ckpt_path = str(last)
+        elif (ckpt_dir / "last.ckpt").exists():
+            raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass resume=True (--resume) or another directory")
+        write_json_atomic(stamp, {"fingerprint": fingerprint, "settings": settings})
+
+    module = CrystalModule(
+        model, loss_fn, lr=lr, weight_decay=weight_decay, lr_patience=lr_patience,
+        forces="forces" in targets, stress="stress" in targets,
+    )
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = torch.utils.data.DataLoader(
+        GraphDataset(train_records, model, targets), batch_size=batch_size, shuffle=True,
+        collate_fn=collate, generator=generator,
+    )
+    val_loader = torch.utils.data.DataLoader(
+        GraphDataset(val_records, model, targets), batch_size=batch_size, collate_fn=collate
+    )
+    callbacks = [EarlyStopping(monitor="val_loss", patience=patience, mode="min")]
+    checkpoint = None
+    if ckpt_dir is not None:
+        checkpoint = ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
+            save_last=True, every_n_epochs=1, enable_version_counter=False,
+        )
+        callbacks.append(checkpoint)
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        max_time=max_time,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        num_nodes=num_nodes,
+        callbacks=callbacks,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs") if out_dir else False,
+        inference_mode=False,
+        log_every_n_steps=max(1, min(50, len(train_loader))),
+        default_root_dir=out_dir,
+        enable_checkpointing=checkpoint is not None,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=False)
+    train_time = time.perf_counter() - start
+
+    if checkpoint is not None and checkpoint.best_model_path:
+        state = torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    model = module.model.cpu().eval()
+
+    report: dict[str, Any] = {
+        "model_type": model.model_type,
+        "encoder": model.encoder_name,
+        "targets": targets,
+        "num_parameters": model.num_parameters,
+        "training_time_s": train_time,
+        "epochs_run": trainer.current_epoch,
+        "best_val_loss": float(checkpoint.best_model_score) if checkpoint is not None and checkpoint.best_model_score is not None else None,
+        "num_train": len(train_records),
+        "num_val": len(val_records),
+        "num_test": len(test_records),
+        "seed": seed,
+        "metrics": {
+            "val": evaluate(model, val_records, targets),
+            **({"test": evaluate(model, test_records, targets)} if test_records else {}),
+        },
+        "settings": settings,
+    }
+    model_dir = None
+    if out_dir is not None:
+        model_dir = save_model(model, out_dir / "model", extra={"report": "../report.json"})
+        write_json_atomic(out_dir / "report.json", report)
+    return TrainResult(model=model, report=report, model_dir=model_dir)
