@@ -30,11 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from crystalgnn_plugins.plugins import PluginError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError, FileNotFoundError, ImportError) as exc:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError, PluginError) as exc:
         print(f"crystalgnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,92 @@
+"""Train a small potential on EMT labels, then relax with it through ASE."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.calculators.emt import EMT
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+
+from crystalgnn_plugins.calculators import GNNCalculator
+from crystalgnn_plugins.models import EnergyModel, load_model
+from crystalgnn_plugins.training import train
+
+
+def _relaxed_lattice_constant(calc) -> tuple[float, bool]:
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True)
+    atoms.set_cell(atoms.cell.array * 1.04, scale_atoms=True)  # strained by 4 %
+    atoms.rattle(0.05, seed=3)
+    atoms.calc = calc
+    converged = FIRE(FrechetCellFilter(atoms), logfile=None).run(fmax=0.01, steps=500)
+    return atoms.get_volume() ** (1 / 3), bool(converged)
+
+
+@pytest.mark.slow
+def test_train_on_emt_then_relax_matches_emt_lattice_constant(emt_data, tmp_path):
+    train_set, val_set = emt_data
+    torch.manual_seed(0)
+    model = EnergyModel(
+        "smooth_cgcnn", {"atom_features": 16, "num_conv": 2, "cutoff": 4.5}, hidden=32, num_hidden=2
+    ).double()
+    result = train(
+        train_set, val_set, model=model, epochs=40, batch_size=8, lr=5e-3, progress=False,
+        weights={"energy": 1.0, "forces": 1.0, "stress": 1.0}, out_dir=tmp_path,
+    )
+    metrics = result.report["metrics"]["val"]
+    assert metrics["forces"]["mae"] < 0.15  # eV/Å, EMT forces here are up to ~1 eV/Å
+    assert metrics["stress_gpa"]["r2"] > 0.9
+
+    calc = GNNCalculator(tmp_path / "model", dtype=torch.float64)  # from disk, as a user would
+    a_gnn, ok_gnn = _relaxed_lattice_constant(calc)
+    a_emt, ok_emt = _relaxed_lattice_constant(EMT())
+    assert ok_gnn and ok_emt
+    assert abs(a_gnn - a_emt) / a_emt < 0.01, (a_gnn, a_emt)
+
+
+def test_training_report_checkpoints_and_resume(emt_data, tmp_path):
+    train_set, val_set = emt_data[0][:24], emt_data[1][:8]
+    test_set = emt_data[1][8:16]
+
+    def run(epochs, resume=False, lr=1e-3):
+        torch.manual_seed(0)
+        model = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0}, hidden=8)
+        return train(
+            train_set, val_set, test_set, model=model, targets=["energy"], epochs=epochs,
+            batch_size=8, lr=lr, out_dir=tmp_path, resume=resume, progress=False, seed=7,
+        )
+
+    first = run(2)
+    assert (tmp_path / "checkpoints" / "last.ckpt").exists()
+    assert (tmp_path / "report.json").exists() and (tmp_path / "model" / "model.json").exists()
+    report = first.report
+    assert report["num_parameters"] == first.model.num_parameters > 0
+    assert report["training_time_s"] > 0
+    for split in ("val", "test"):
+        assert set(report["metrics"][split]["energy_per_atom"]) >= {"mae", "rmse", "r2"}
+
+    with pytest.raises(FileExistsError, match="resume"):
+        run(4)
+    resumed = run(4, resume=True)
+    assert resumed.report["epochs_run"] == 4
+    with pytest.raises(ValueError, match="settings differ"):
+        run(6, resume=True, lr=1e-2)
+    loaded = load_model(tmp_path / "model")
+    assert loaded.elements == ["Cu"]
+
+
+def test_property_model_training_is_reproducible(emt_data, tmp_path):
+    from crystalgnn_plugins.models import PropertyModel
+
+    train_set, val_set = emt_data[0][:32], emt_data[1][:8]
+
+    def run(seed):
+        torch.manual_seed(seed)
+        model = PropertyModel("cgcnn", {"atom_features": 8, "num_conv": 1}, target="energy_per_atom", hidden=16)
+        return train(train_set, val_set, model=model, epochs=2, batch_size=8, progress=False, seed=seed)
+
+    a, b = run(3), run(3)
+    assert a.report["metrics"]["val"]["energy_per_atom"]["mae"] == pytest.approx(
+        b.report["metrics"]["val"]["energy_per_atom"]["mae"], rel=1e-6
+    )
+    assert np.isfinite(a.report["metrics"]["val"]["energy_per_atom"]["r2"])
