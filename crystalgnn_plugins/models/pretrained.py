@@ -3,6 +3,7 @@ and resolution of a ``model=`` argument (object, path or name)."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -31,7 +32,11 @@ def resolve_model(
     """A model from an instance, a saved-model directory, or a shipped model name
     (``None`` is the shipped default)."""
     if isinstance(model, CrystalModel):
-        return model.to(device=device, dtype=dtype) if dtype else model.to(device=device)
+        param = next(model.parameters())
+        if param.device == torch.device(device) and dtype in (None, param.dtype):
+            return model
+        # never convert the caller's model in place
+        return copy.deepcopy(model).to(device=device, dtype=dtype or param.dtype)
     name = DEFAULT_MODEL if model is None else model
     path = Path(name)
     if path.exists():

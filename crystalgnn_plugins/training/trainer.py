@@ -8,6 +8,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,10 @@ def train(
         enable_checkpointing=checkpoint is not None,
     )
     start = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=False)
+    with warnings.catch_warnings():
+        # our settings.json lives beside the checkpoints; that is expected
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     train_time = time.perf_counter() - start
 
     if checkpoint is not None and checkpoint.best_model_path:

@@ -1,0 +1,75 @@
+"""``crystalgnn predict``: apply a model to structure files or a data file."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="predict with a trained model",
+        description="Predict energies (eV, eV/atom), forces (max |F|, eV/Å) and stress (eV/Å³) with an "
+        "energy model, or a property with a property model; writes CSV.",
+    )
+    p.add_argument("inputs", nargs="+", help="structure files (CIF, POSCAR, extxyz, ...) or data files")
+    p.add_argument("--model", "-m", default=None, help="saved-model directory or shipped model name")
+    p.add_argument("--format", help="read inputs with this data reader instead of ase.io")
+    p.add_argument("--out", "-o", help="CSV output file (default: standard output)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=run)
+
+
+def _structures(paths: list[str], fmt: str | None):
+    from ase.io import read
+
+    from crystalgnn_plugins.data import read_records
+
+    for path in paths:
+        if fmt is not None or Path(path).suffix == ".db" or Path(path).is_dir() or Path(path).suffix == ".csv":
+            for rec in read_records(path, fmt):
+                yield rec.id, rec.atoms
+            continue
+        try:
+            frames = read(path, index=":")
+        except Exception as exc:  # ase raises many kinds
+            raise ValueError(f"{path}: cannot read structures ({exc})") from None
+        for k, atoms in enumerate(frames):
+            yield (Path(path).name if len(frames) == 1 else f"{Path(path).name}:{k}"), atoms
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from crystalgnn_plugins.models.energy import EnergyModel
+    from crystalgnn_plugins.models.pretrained import resolve_model
+    from crystalgnn_plugins.training.evaluate import predict
+
+    model = resolve_model(args.model)
+    ids, structures = zip(*_structures(args.inputs, args.format))
+    pred = predict(model, list(structures), args.batch_size, ids)
+    out = open(args.out, "w", newline="") if args.out else sys.stdout
+    try:
+        writer = csv.writer(out)
+        if isinstance(model, EnergyModel):
+            writer.writerow(["id", "formula", "energy_eV", "energy_per_atom_eV", "max_force_eV_per_A",
+                             "stress_xx", "stress_yy", "stress_zz", "stress_yz", "stress_xz", "stress_xy"])
+            for k, (sid, atoms) in enumerate(zip(ids, structures)):
+                s = np.asarray(pred["stress"][k])
+                voigt = [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
+                fmax = float(np.linalg.norm(pred["forces"][k], axis=1).max())
+                e = float(pred["energy"][k])
+                writer.writerow([sid, atoms.get_chemical_formula(), f"{e:.6f}", f"{e / len(atoms):.6f}", f"{fmax:.6f}",
+                                 *(f"{v:.6g}" for v in voigt)])
+        else:
+            key = model.target
+            writer.writerow(["id", "formula", f"{key}" + (f" ({model.target_units})" if model.target_units else "")])
+            for k, (sid, atoms) in enumerate(zip(ids, structures)):
+                writer.writerow([sid, atoms.get_chemical_formula(), f"{float(pred[key][k]):.6g}"])
+    finally:
+        if args.out:
+            out.close()
+    return 0

@@ -1,0 +1,97 @@
+"""``crystalgnn train``: train a property or energy model on a data file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _option(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a model on a data file",
+        description="Train a property model (--target) or an energy model (--energy, with --forces/--stress) "
+        "on a data file; writes OUT/model, OUT/report.json and checkpoints every epoch.",
+    )
+    p.add_argument("data", help="data file or folder (CDVAE CSV, CIF folder + id_prop.csv, ASE db, extxyz)")
+    p.add_argument("--format", help="reader name (default: from the file name); see `crystalgnn plugins`")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--target", help="property column to learn (property model)")
+    what.add_argument("--energy", action="store_true", help="train an energy model (potential)")
+    p.add_argument("--forces", action="store_true", help="energy model: also fit forces")
+    p.add_argument("--stress", action="store_true", help="energy model: also fit stress")
+    p.add_argument("--extensive", action="store_true", help="property scales with the number of atoms")
+    p.add_argument("--encoder", default=None, help="encoder name (default: cgcnn for properties, smooth_cgcnn for energies)")
+    p.add_argument("--encoder-option", "-E", type=_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="encoder keyword argument, e.g. -E cutoff=6.0 (repeatable)")
+    p.add_argument("--loss", default=None, help="registered loss name (default: mse / energy_force_stress)")
+    p.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--patience", type=int, default=20, help="early stopping patience (epochs)")
+    p.add_argument("--force-weight", type=float, default=1.0)
+    p.add_argument("--stress-weight", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--checkpoint-dir", help="checkpoint directory (default OUT/checkpoints)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", default="auto")
+    p.add_argument("--strategy", default="auto", help="e.g. ddp for several GPUs/nodes")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from crystalgnn_plugins.data import read_records
+    from crystalgnn_plugins.data.splits import split_indices
+    from crystalgnn_plugins.models import EnergyModel, PropertyModel
+    from crystalgnn_plugins.training import train
+
+    if (args.forces or args.stress) and not args.energy:
+        raise ValueError("--forces/--stress need --energy")
+    records = read_records(args.data, args.format)
+    if args.target:
+        missing = [r for r in records if r.targets.get(args.target) is None]
+        if missing:
+            raise ValueError(f"{missing[0].source}: record {missing[0].id!r} has no target {args.target!r} "
+                             f"(it has: {', '.join(sorted(missing[0].targets))})")
+    train_idx, val_idx, test_idx = split_indices(len(records), tuple(args.split), seed=args.seed)
+    subsets = [[records[i] for i in idx] for idx in (train_idx, val_idx, test_idx)]
+    encoder_kwargs = dict(args.encoder_option)
+    torch.manual_seed(args.seed)
+    if args.energy:
+        model = EnergyModel(args.encoder or "smooth_cgcnn", encoder_kwargs)
+        targets = ["energy"] + ["forces"] * args.forces + ["stress"] * args.stress
+    else:
+        model = PropertyModel(args.encoder or "cgcnn", encoder_kwargs, target=args.target, extensive=args.extensive)
+        targets = None
+    model = model.to(getattr(torch, args.dtype))
+    devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+    result = train(
+        *subsets, model=model, targets=targets, loss=args.loss,
+        weights={"forces": args.force_weight, "stress": args.stress_weight},
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        patience=args.patience, seed=args.seed, out_dir=args.out, checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume, progress=not args.no_progress, accelerator=args.accelerator,
+        devices=devices, strategy=args.strategy, num_nodes=args.num_nodes,
+    )
+    print(json.dumps({k: result.report[k] for k in ("metrics", "num_parameters", "training_time_s", "epochs_run")}, indent=2))
+    print(f"model written to {result.model_dir}")
+    return 0

@@ -1,0 +1,63 @@
+"""``crystalgnn train`` and ``crystalgnn predict`` end to end on tiny data."""
+
+import csv
+import io
+import json
+
+from ase.io import write
+
+from crystalgnn_plugins.cli.main import main
+
+
+def test_train_then_predict_energy_model(emt_data, tmp_path, capsys):
+    frames = []
+    for rec in emt_data[0][:40]:
+        from ase.calculators.singlepoint import SinglePointCalculator
+
+        atoms = rec.atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=rec.targets["energy"], forces=rec.targets["forces"], stress=rec.targets["stress"])
+        frames.append(atoms)
+    data = tmp_path / "cu.extxyz"
+    write(data, frames, format="extxyz")
+    out = tmp_path / "run"
+    code = main([
+        "train", str(data), "--energy", "--forces", "--stress", "--epochs", "2", "--batch-size", "8",
+        "-E", "atom_features=8", "-E", "num_conv=1", "-E", "cutoff=4.0", "--out", str(out), "--no-progress",
+    ])
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert {"energy_per_atom", "forces", "stress_gpa"} <= set(report["metrics"]["test"])
+    capsys.readouterr()
+
+    structure = tmp_path / "cu.cif"
+    write(structure, frames[0])
+    assert main(["predict", "--model", str(out / "model"), str(structure), str(data)]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert len(rows) == 1 + len(frames)
+    assert abs(float(rows[0]["energy_eV"]) - emt_data[0][0].targets["energy"]) < 1.0 and "stress_xx" in rows[0]
+
+
+def test_train_property_model_from_cdvae_csv(tmp_path, capsys):
+    from ase.build import bulk
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    rows = []
+    for k, a in enumerate((3.5, 3.6, 3.7, 3.8, 3.9, 4.0, 4.1, 4.2, 4.3, 4.4)):
+        s = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=a))
+        rows.append({"material_id": f"m{k}", "cif": s.to(fmt="cif"), "volume": s.volume})
+    path = tmp_path / "toy.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["material_id", "cif", "volume"])
+        w.writeheader()
+        w.writerows(rows)
+    code = main(["train", str(path), "--target", "volume", "--epochs", "2", "--batch-size", "4",
+                 "-E", "atom_features=8", "--split", "0.6", "0.2", "0.2", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert code == 0
+    assert "volume" in json.loads((tmp_path / "run" / "report.json").read_text())["metrics"]["val"]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["predict", "--model", str(tmp_path / "none"), "x.cif"]) == 2
+    err = capsys.readouterr().err
+    assert "no model" in err and "Traceback" not in err
+    assert main(["train", str(tmp_path / "missing.csv"), "--target", "y", "--out", str(tmp_path / "o")]) == 2
