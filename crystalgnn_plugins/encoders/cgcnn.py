@@ -64,7 +64,31 @@ class _AtomEmbedding(nn.Module):
         return self.linear(self.atom_features[atomic_numbers])
 
 
-class CGCNNEncoder(Encoder):
+class _GatedEncoder(Encoder):
+    """Element embedding + Gaussian-expanded distances + gated convolutions;
+    with ``envelope`` the messages are weighted by a smooth cutoff."""
+
+    def _build(self, atom_features: int, num_conv: int, gaussian_step: float, smooth: bool, norm: float = 1.0):
+        self.out_features = atom_features
+        self.embedding = _AtomEmbedding(atom_features)
+        self.expansion = GaussianExpansion(0.0, self.cutoff, gaussian_step)
+        self.envelope = PolynomialEnvelope(self.cutoff) if smooth else None
+        self.convs = nn.ModuleList(
+            GatedConvolution(atom_features, self.expansion.num_features, batch_norm=not smooth, norm=norm)
+            for _ in range(num_conv)
+        )
+
+    def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
+        d = torch.linalg.norm(edge_vectors, dim=-1)
+        u = self.expansion(d)
+        w = self.envelope(d) if self.envelope is not None else None
+        h = self.embedding(graph.atomic_numbers)
+        for conv in self.convs:
+            h = conv(h, graph.edge_index, u, w)
+        return h
+
+
+class CGCNNEncoder(_GatedEncoder):
     """Faithful CGCNN encoder: Gaussian-expanded distances (0 to ``cutoff`` Å,
     step ``gaussian_step``), the ``max_neighbors`` nearest neighbours within
     ``cutoff``, ``num_conv`` gated convolutions with batch norm.
@@ -86,36 +110,20 @@ class CGCNNEncoder(Encoder):
     ):
         super().__init__()
         self.save_config(
-            atom_features=atom_features,
-            num_conv=num_conv,
-            cutoff=cutoff,
-            max_neighbors=max_neighbors,
-            gaussian_step=gaussian_step,
+            atom_features=atom_features, num_conv=num_conv, cutoff=cutoff,
+            max_neighbors=max_neighbors, gaussian_step=gaussian_step,
         )
         self.cutoff = float(cutoff)
         self.max_neighbors = max_neighbors
-        self.out_features = atom_features
-        self.embedding = _AtomEmbedding(atom_features)
-        self.expansion = GaussianExpansion(0.0, cutoff, gaussian_step)
-        self.convs = nn.ModuleList(
-            GatedConvolution(atom_features, self.expansion.num_features, batch_norm=True)
-            for _ in range(num_conv)
-        )
-
-    def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
-        d = torch.linalg.norm(edge_vectors, dim=-1)
-        u = self.expansion(d)
-        h = self.embedding(graph.atomic_numbers)
-        for conv in self.convs:
-            h = conv(h, graph.edge_index, u)
-        return h
+        self._build(atom_features, num_conv, gaussian_step, smooth=False)
 
 
-class SmoothCGCNNEncoder(Encoder):
+class SmoothCGCNNEncoder(_GatedEncoder):
     """CGCNN made smooth for potentials: every neighbour within ``cutoff`` (no
     truncation), messages multiplied by a polynomial envelope that vanishes with
-    its first two derivatives at the cutoff, no batch norm. Energies are
-    continuous (and twice differentiable) as atoms cross the cutoff.
+    its first two derivatives at the cutoff, no batch norm (the message sum is
+    divided by ``avg_neighbors``). Energies are continuous (and twice
+    differentiable) as atoms cross the cutoff.
     """
 
     smooth = True
@@ -130,28 +138,9 @@ class SmoothCGCNNEncoder(Encoder):
     ):
         super().__init__()
         self.save_config(
-            atom_features=atom_features,
-            num_conv=num_conv,
-            cutoff=cutoff,
-            gaussian_step=gaussian_step,
-            avg_neighbors=avg_neighbors,
+            atom_features=atom_features, num_conv=num_conv, cutoff=cutoff,
+            gaussian_step=gaussian_step, avg_neighbors=avg_neighbors,
         )
         self.cutoff = float(cutoff)
         self.max_neighbors = None
-        self.out_features = atom_features
-        self.embedding = _AtomEmbedding(atom_features)
-        self.expansion = GaussianExpansion(0.0, cutoff, gaussian_step)
-        self.envelope = PolynomialEnvelope(cutoff)
-        self.convs = nn.ModuleList(
-            GatedConvolution(atom_features, self.expansion.num_features, batch_norm=False, norm=avg_neighbors)
-            for _ in range(num_conv)
-        )
-
-    def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
-        d = torch.linalg.norm(edge_vectors, dim=-1)
-        u = self.expansion(d)
-        w = self.envelope(d)
-        h = self.embedding(graph.atomic_numbers)
-        for conv in self.convs:
-            h = conv(h, graph.edge_index, u, w)
-        return h
+        self._build(atom_features, num_conv, gaussian_step, smooth=True, norm=avg_neighbors)
