@@ -20,6 +20,7 @@ _LAZY = {
     "save_model": "crystalgnn_plugins.models",
     "read_records": "crystalgnn_plugins.data",
     "train": "crystalgnn_plugins.training",
+    "relax": "crystalgnn_plugins.relaxation",
     "get_registry": "crystalgnn_plugins.plugins",
     "get_plugin_manager": "crystalgnn_plugins.plugins",
 }

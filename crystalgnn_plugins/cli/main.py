@@ -13,6 +13,7 @@ _COMMANDS = (
     "crystalgnn_plugins.cli.train_cmd",
     "crystalgnn_plugins.cli.predict_cmd",
     "crystalgnn_plugins.cli.plugins_cmd",
+    "crystalgnn_plugins.cli.relax_cmd",
 )
 
 
