@@ -74,11 +74,11 @@ def atom_feature_table() -> np.ndarray:
             _one_hot(_BLOCKS.index(block) if block in _BLOCKS else None, len(_BLOCKS)),
         ]
         values = {
-            "electronegativity": _safe(lambda: el.X),
+            "electronegativity": _safe(lambda el=el: el.X),
             "covalent_radius": float(covalent_radii[z]),
-            "first_ionization_energy": _safe(lambda: el.ionization_energies[0]),
-            "electron_affinity": _safe(lambda: el.electron_affinity),
-            "molar_volume": _safe(lambda: el.molar_volume),
+            "first_ionization_energy": _safe(lambda el=el: el.ionization_energies[0]),
+            "electron_affinity": _safe(lambda el=el: el.electron_affinity),
+            "molar_volume": _safe(lambda el=el: el.molar_volume),
         }
         for name, n, lo, hi, log in _CONTINUOUS:
             parts.append(_one_hot(_bin(values[name], n, lo, hi, log), n))

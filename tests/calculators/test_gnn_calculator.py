@@ -8,7 +8,13 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from crystalgnn_plugins.calculators import GNNCalculator
-from crystalgnn_plugins.models import EnergyModel, ModelFileError, PropertyModel, UnknownElementError, save_model
+from crystalgnn_plugins.models import (
+    EnergyModel,
+    ModelFileError,
+    PropertyModel,
+    UnknownElementError,
+    save_model,
+)
 
 
 @pytest.fixture

@@ -4,7 +4,13 @@ import pytest
 import torch
 from ase.build import bulk
 
-from crystalgnn_plugins.models import EnergyModel, ModelFileError, PropertyModel, load_model, save_model
+from crystalgnn_plugins.models import (
+    EnergyModel,
+    ModelFileError,
+    PropertyModel,
+    load_model,
+    save_model,
+)
 
 
 def _models():
