@@ -189,7 +189,10 @@ class CrystalGraph:
         pos = self.positions if positions is None else positions
         cell = self.cell if cell is None else cell
         i, j = self.edge_index
-        shift = torch.einsum("ek,ekl->el", self.offsets, cell[self.batch[i]])
+        if cell.shape[0] == 1:  # one crystal: a plain matrix product
+            shift = self.offsets @ cell[0]
+        else:
+            shift = torch.einsum("ek,ekl->el", self.offsets, cell[self.batch[i]])
         return pos[j] - pos[i] + shift
 
     def volumes(self, cell: torch.Tensor | None = None) -> torch.Tensor:

@@ -51,8 +51,12 @@ def neighbor_list(
     i = i.astype(np.int64)
     j = j.astype(np.int64)
     shifts = shifts.astype(np.int64)
-    # stable order: by centre, then distance (so truncation keeps the nearest)
-    order = np.lexsort((d, i))
+    if max_neighbors is None:
+        # stable order by centre only (cheap); the edge set is what matters
+        order = np.argsort(i, kind="stable")
+    else:
+        # by centre, then distance, so truncation keeps the nearest
+        order = np.lexsort((d, i))
     i, j, shifts, d = i[order], j[order], shifts[order], d[order]
     if max_neighbors is not None and len(i):
         starts = np.searchsorted(i, i, side="left")
