@@ -141,6 +141,9 @@ def train(
             [float(r.targets[model.target]) for r in train_records], [len(r.atoms) for r in train_records]
         )
 
+    for rec in test_records:  # fail now, not after training, on elements the model cannot know
+        model.check_elements(rec.atoms.numbers, f"{rec.id} ({rec.source})")
+
     if loss is None:
         loss_fn = _default_loss(model, targets, weights)
     elif isinstance(loss, str):

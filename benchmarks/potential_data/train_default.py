@@ -1,0 +1,85 @@
+"""Train the default potential on the teacher-labelled frames of ``make_dataset.py``.
+
+Uses the database's fixed split by parent (``split`` key: train/val/test),
+energies + forces + stress, checkpoints every epoch outside the work tree and
+``--resume``. Prints the held-out (test-split) errors in meV/atom, meV/Å and GPa.
+
+    OMP_NUM_THREADS=2 python benchmarks/potential_data/train_default.py \\
+        --db /work/runs/potential_data/frames.db --out /work/runs/default_potential \\
+        --encoder painn -E atom_features=64 -E num_layers=3 --epochs 200 [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+from crystalgnn_plugins.cli.train_cmd import _option
+from crystalgnn_plugins.data import read_ase_db
+from crystalgnn_plugins.models import EnergyModel
+from crystalgnn_plugins.training import train
+
+
+def _subsample(records, n: int | None, seed: int):
+    if n is None or n >= len(records):
+        return records
+    idx = np.random.default_rng(seed).choice(len(records), n, replace=False)
+    return [records[i] for i in sorted(idx)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", required=True, help="frames.db written by make_dataset.py")
+    ap.add_argument("--out", required=True, help="output directory (model, report, checkpoints)")
+    ap.add_argument("--encoder", default="painn")
+    ap.add_argument("--encoder-option", "-E", type=_option, action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--patience", type=int, default=25)
+    ap.add_argument("--force-weight", type=float, default=1.0)
+    ap.add_argument("--stress-weight", type=float, default=0.1)
+    ap.add_argument("--max-train", type=int, default=None, help="subsample the training frames (quick trials)")
+    ap.add_argument("--max-val", type=int, default=2000)
+    ap.add_argument("--max-time", default=None, help="stop after DD:HH:MM:SS (then --resume)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    t0 = time.perf_counter()
+    splits = {s: read_ase_db(args.db, selection=f"split={s}", targets=["energy", "forces", "stress"]) for s in ("train", "val", "test")}
+    print(f"read {', '.join(f'{k} {len(v)}' for k, v in splits.items())} frames in {time.perf_counter() - t0:.0f} s", flush=True)
+    train_set = _subsample(splits["train"], args.max_train, args.seed)
+    val_set = _subsample(splits["val"], args.max_val, args.seed)
+
+    torch.manual_seed(args.seed)
+    model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
+    result = train(
+        train_set, val_set, splits["test"], model=model, targets=["energy", "forces", "stress"],
+        weights={"energy": 1.0, "forces": args.force_weight, "stress": args.stress_weight},
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
+        out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=False,
+    )
+    test = result.report["metrics"]["test"]
+    summary = {
+        "energy_mae_meV_per_atom": 1000 * test["energy_per_atom"]["mae"],
+        "force_mae_meV_per_A": 1000 * test["forces"]["mae"],
+        "stress_mae_GPa": test["stress_gpa"]["mae"],
+        "num_test_frames": len(splits["test"]),
+        "num_train_frames": len(train_set),
+        "parameters": result.report["num_parameters"],
+        "training_time_s": result.report["training_time_s"],
+        "epochs_run": result.report["epochs_run"],
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
