@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from pathlib import Path
 
 
 def add_parser(subparsers) -> None:
@@ -23,24 +22,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _structures(paths: list[str], fmt: str | None):
-    from ase.io import read
-
-    from crystalgnn_plugins.data import read_records
-
-    for path in paths:
-        if fmt is not None or Path(path).suffix == ".db" or Path(path).is_dir() or Path(path).suffix == ".csv":
-            for rec in read_records(path, fmt):
-                yield rec.id, rec.atoms
-            continue
-        try:
-            frames = read(path, index=":")
-        except Exception as exc:  # ase raises many kinds
-            raise ValueError(f"{path}: cannot read structures ({exc})") from None
-        for k, atoms in enumerate(frames):
-            yield (Path(path).name if len(frames) == 1 else f"{Path(path).name}:{k}"), atoms
-
-
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -49,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from crystalgnn_plugins.training.evaluate import predict
 
     model = resolve_model(args.model)
-    ids, structures = zip(*_structures(args.inputs, args.format))
+    from crystalgnn_plugins.cli.inputs import read_structures
+
+    ids, structures = read_structures(args.inputs, args.format)
     pred = predict(model, list(structures), args.batch_size, ids)
     out = open(args.out, "w", newline="") if args.out else sys.stdout
     try:

@@ -34,35 +34,6 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _read_inputs(paths: list[str]) -> tuple[list[str], list]:
-    from ase.io import read
-
-    ids, structures = [], []
-    for path in paths:
-        p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"input not found: {path}")
-        if p.is_dir():
-            raise ValueError(f"{path}: is a directory; pass the structure files")
-        if p.suffix.lower() == ".db":
-            from crystalgnn_plugins.data import read_records
-
-            for rec in read_records(path, "ase-db"):
-                ids.append(str(rec.id))
-                structures.append(rec.atoms)
-            continue
-        try:
-            frames = read(path, index=":")
-        except Exception as exc:  # ase raises many kinds
-            raise ValueError(f"{path}: cannot read structures ({exc})") from None
-        for k, atoms in enumerate(frames):
-            ids.append(p.name if len(frames) == 1 else f"{p.name}:{k}")
-            structures.append(atoms)
-    if not structures:
-        raise ValueError("no structures in the inputs")
-    return ids, structures
-
-
 def _annotate(result) -> None:
     info = result.structure.info
     info["id"] = result.id
@@ -130,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".db", ".extxyz", ".xyz"):
         raise ValueError(f"--out {args.out}: use a .extxyz (or .xyz) file or an ASE .db file")
-    ids, structures = _read_inputs(args.inputs)
+    from crystalgnn_plugins.cli.inputs import read_structures
+
+    ids, structures = read_structures(args.inputs)
     with warnings.catch_warnings():
         # the table and the summary below say it
         warnings.simplefilter("ignore", NotConvergedWarning)
