@@ -57,12 +57,19 @@ def main() -> None:
     splits = {s: read_ase_db(args.db, selection=f"split={s}", targets=["energy", "forces", "stress"]) for s in ("train", "val", "test")}
     print(f"read {', '.join(f'{k} {len(v)}' for k, v in splits.items())} frames in {time.perf_counter() - t0:.0f} s", flush=True)
     train_set = _subsample(splits["train"], args.max_train, args.seed)
-    val_set = _subsample(splits["val"], args.max_val, args.seed)
+    # a frame whose element never occurs in training cannot be predicted: count it, leave it out
+    known = {s for r in train_set for s in r.atoms.get_chemical_symbols()}
+    seen = {k: [r for r in splits[k] if set(r.atoms.get_chemical_symbols()) <= known] for k in ("val", "test")}
+    unseen = {k: len(splits[k]) - len(v) for k, v in seen.items()}
+    if any(unseen.values()):
+        print(f"frames with elements absent from training, left out: {unseen}", flush=True)
+    val_set = _subsample(seen["val"], args.max_val, args.seed)
+    test_set = seen["test"]
 
     torch.manual_seed(args.seed)
     model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
     result = train(
-        train_set, val_set, splits["test"], model=model, targets=["energy", "forces", "stress"],
+        train_set, val_set, test_set, model=model, targets=["energy", "forces", "stress"],
         weights={"energy": 1.0, "forces": args.force_weight, "stress": args.stress_weight},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=False,
@@ -72,7 +79,8 @@ def main() -> None:
         "energy_mae_meV_per_atom": 1000 * test["energy_per_atom"]["mae"],
         "force_mae_meV_per_A": 1000 * test["forces"]["mae"],
         "stress_mae_GPa": test["stress_gpa"]["mae"],
-        "num_test_frames": len(splits["test"]),
+        "num_test_frames": len(test_set),
+        "test_frames_with_unseen_elements": unseen["test"],
         "num_train_frames": len(train_set),
         "parameters": result.report["num_parameters"],
         "training_time_s": result.report["training_time_s"],
