@@ -5,17 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from crystalgnn_plugins.models.base import CrystalModel
 from crystalgnn_plugins.models.energy import EnergyModel
-
-
-def full_3x3_to_voigt(stress: np.ndarray) -> np.ndarray:
-    """``(3, 3)`` -> Voigt ``(xx, yy, zz, yz, xz, xy)``."""
-    return np.array([stress[0, 0], stress[1, 1], stress[2, 2], stress[1, 2], stress[0, 2], stress[0, 1]])
 
 
 class GNNCalculator(Calculator):
@@ -80,4 +75,4 @@ class GNNCalculator(Calculator):
             "forces": out["forces"].detach().cpu().double().numpy(),
         }
         if "stress" in out:
-            self.results["stress"] = full_3x3_to_voigt(out["stress"][0].detach().cpu().double().numpy())
+            self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"][0].detach().cpu().double().numpy())

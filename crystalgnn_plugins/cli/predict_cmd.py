@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+    from ase.stress import full_3x3_to_voigt_6_stress
 
     from crystalgnn_plugins.models.energy import EnergyModel
     from crystalgnn_plugins.models.pretrained import resolve_model
@@ -42,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
                              "stress_xx", "stress_yy", "stress_zz", "stress_yz", "stress_xz", "stress_xy"])
             for k, (sid, atoms) in enumerate(zip(ids, structures)):
                 s = np.asarray(pred["stress"][k])
-                voigt = [s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]]
+                voigt = full_3x3_to_voigt_6_stress(s)
                 fmax = float(np.linalg.norm(pred["forces"][k], axis=1).max())
                 e = float(pred["energy"][k])
                 writer.writerow([sid, atoms.get_chemical_formula(), f"{e:.6f}", f"{e / len(atoms):.6f}", f"{fmax:.6f}",

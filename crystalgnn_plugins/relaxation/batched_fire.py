@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from ase.stress import full_3x3_to_voigt_6_stress
 
 from crystalgnn_plugins.graph import CrystalGraph
 from crystalgnn_plugins.graph.crystal_graph import MIN_DISTANCE
@@ -57,10 +58,6 @@ def expm_frechet_adjoint(L: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
     M[:, 3:, 3:] = Lt
     M[:, :3, 3:] = G
     return torch.linalg.matrix_exp(M)[:, :3, 3:]
-
-
-def _voigt(s: np.ndarray) -> np.ndarray:
-    return np.array([s[0, 0], s[1, 1], s[2, 2], s[1, 2], s[0, 2], s[0, 1]])
 
 
 @dataclass
@@ -423,7 +420,7 @@ class BatchedFIRE:
                 cell=cell_np[k].copy(),
                 energy=float(e_l[k]),
                 forces=f_np[sl].copy(),
-                stress=_voigt(s_np[k]) if (periodic and s_np is not None) else np.full(6, np.nan),
+                stress=full_3x3_to_voigt_6_stress(s_np[k]) if (periodic and s_np is not None) else np.full(6, np.nan),
                 converged=bool(conv_l[k]),
                 steps=int(steps_l[k]),
                 residual=float(res_l[k]),

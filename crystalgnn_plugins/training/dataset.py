@@ -7,17 +7,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.stress import voigt_6_to_full_3x3_stress
 
 from crystalgnn_plugins.graph import CrystalGraph, GraphError
 from crystalgnn_plugins.models.base import CrystalModel
 
 
-def _voigt_to_3x3(s: np.ndarray) -> np.ndarray:
+def _voigt_to_3x3(s) -> np.ndarray:
+    """Voigt ``(6,)`` or full ``(3, 3)`` stress -> ``(3, 3)``."""
     s = np.asarray(s, dtype=float)
-    if s.shape == (3, 3):
-        return s
-    xx, yy, zz, yz, xz, xy = s
-    return np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    return s if s.shape == (3, 3) else voigt_6_to_full_3x3_stress(s)
 
 
 class GraphDataset(torch.utils.data.Dataset):
