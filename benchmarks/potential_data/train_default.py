@@ -44,6 +44,9 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=25)
     ap.add_argument("--force-weight", type=float, default=1.0)
     ap.add_argument("--stress-weight", type=float, default=0.1)
+    ap.add_argument("--loss-kind", default="mse", choices=["mse", "mae", "huber"])
+    ap.add_argument("--huber-delta", type=float, default=0.1, help="in normalised units (energy/force) and GPa (stress)")
+    ap.add_argument("--lr-schedule", default="plateau", choices=["plateau", "cosine"])
     ap.add_argument("--max-train", type=int, default=None, help="subsample the training frames (quick trials)")
     ap.add_argument("--max-val", type=int, default=2000)
     ap.add_argument("--max-time", default=None, help="stop after DD:HH:MM:SS (then --resume)")
@@ -71,6 +74,7 @@ def main() -> None:
     result = train(
         train_set, val_set, test_set, model=model, targets=["energy", "forces", "stress"],
         weights={"energy": 1.0, "forces": args.force_weight, "stress": args.stress_weight},
+        loss_kwargs={"kind": args.loss_kind, "delta": args.huber_delta}, lr_schedule=args.lr_schedule,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=False,
     )

@@ -12,8 +12,9 @@ from crystalgnn_plugins.models.energy import EnergyModel
 
 
 class CrystalModule(L.LightningModule):
-    """Trains a :class:`CrystalModel` with a registered loss; Adam with
-    reduce-on-plateau learning rate."""
+    """Trains a :class:`CrystalModel` with a registered loss; Adam with a
+    reduce-on-plateau (``lr_schedule="plateau"``) or a per-step cosine decay to
+    ``lr/100`` over the whole run (``lr_schedule="cosine"``, for a fixed budget)."""
 
     def __init__(
         self,
@@ -25,11 +26,15 @@ class CrystalModule(L.LightningModule):
         forces: bool = False,
         stress: bool = False,
         lr_patience: int = 10,
+        lr_schedule: str = "plateau",
     ):
         super().__init__()
         self.model = model
         self.loss = loss
+        if lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {lr_schedule!r}")
         self.lr, self.weight_decay, self.lr_patience = lr, weight_decay, lr_patience
+        self.lr_schedule = lr_schedule
         self.forces, self.stress = forces, stress
 
     def forward(self, graph, create_graph: bool = False) -> dict[str, torch.Tensor]:
@@ -59,5 +64,9 @@ class CrystalModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        if self.lr_schedule == "cosine":
+            steps = max(1, int(self.trainer.estimated_stepping_batches))
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=self.lr / 100)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=self.lr_patience)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss"}}

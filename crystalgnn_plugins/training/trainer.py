@@ -46,7 +46,7 @@ def _elements(records) -> set[str]:
     return {s for r in records for s in r.atoms.get_chemical_symbols()}
 
 
-def _default_loss(model: CrystalModel, targets: Sequence[str], weights: dict[str, float]):
+def _default_loss(model: CrystalModel, targets: Sequence[str], weights: dict[str, float], extra: dict[str, Any]):
     from crystalgnn_plugins.training.losses import build_loss
 
     if isinstance(model, EnergyModel):
@@ -56,8 +56,9 @@ def _default_loss(model: CrystalModel, targets: Sequence[str], weights: dict[str
             force_weight=weights.get("forces", 1.0) if "forces" in targets else 0.0,
             stress_weight=weights.get("stress", 0.1) if "stress" in targets else 0.0,
             scale=float(model.scale),
+            **extra,
         )
-    return build_loss("mse", key=model.target, scale=float(model.std))
+    return build_loss(extra.pop("kind", "mse"), key=model.target, scale=float(model.std), **extra)
 
 
 def train(
@@ -76,6 +77,7 @@ def train(
     weight_decay: float = 0.0,
     patience: int = 20,
     lr_patience: int = 10,
+    lr_schedule: str = "plateau",
     seed: int = 0,
     out_dir: str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
@@ -98,9 +100,11 @@ def train(
             "stress")`` (default: every label present in the training set); a
             property model trains on its ``target``.
         loss: a registered loss name or a callable (default: ``mse`` on the
-            normalised property, or ``energy_force_stress`` with ``weights``).
+            normalised property, or ``energy_force_stress`` with ``weights``;
+            ``loss_kwargs`` such as ``{"kind": "huber"}`` are passed to the default too).
         epochs, batch_size, lr, weight_decay, patience (early stopping, epochs),
-            lr_patience (reduce-on-plateau): optimisation settings.
+            lr_patience (reduce-on-plateau), lr_schedule (``"plateau"`` or
+            ``"cosine"`` over all ``epochs``): optimisation settings.
         seed: seeds Python, numpy and torch (data order and initialisation).
         out_dir: where the model (``out_dir/model``), ``report.json`` and logs go.
         checkpoint_dir: checkpoints every epoch (``last.ckpt``, ``best.ckpt``);
@@ -145,7 +149,7 @@ def train(
         model.check_elements(rec.atoms.numbers, f"{rec.id} ({rec.source})")
 
     if loss is None:
-        loss_fn = _default_loss(model, targets, weights)
+        loss_fn = _default_loss(model, targets, weights, loss_kwargs or {})
     elif isinstance(loss, str):
         from crystalgnn_plugins.training.losses import build_loss
 
@@ -164,6 +168,8 @@ def train(
         "weights": weights,
         "batch_size": batch_size,
         "lr": lr,
+        "lr_schedule": lr_schedule,
+        "epochs": epochs if lr_schedule == "cosine" else None,
         "weight_decay": weight_decay,
         "seed": seed,
         "num_train": len(train_records),
@@ -189,7 +195,7 @@ def train(
         write_json_atomic(stamp, {"fingerprint": fingerprint, "settings": settings})
 
     module = CrystalModule(
-        model, loss_fn, lr=lr, weight_decay=weight_decay, lr_patience=lr_patience,
+        model, loss_fn, lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_schedule=lr_schedule,
         forces="forces" in targets, stress="stress" in targets,
     )
     generator = torch.Generator().manual_seed(seed)

@@ -90,3 +90,36 @@ def test_property_model_training_is_reproducible(emt_data, tmp_path):
         b.report["metrics"]["val"]["energy_per_atom"]["mae"], rel=1e-6
     )
     assert np.isfinite(a.report["metrics"]["val"]["energy_per_atom"]["r2"])
+
+
+def test_cosine_schedule_and_huber_loss_options(emt_data, tmp_path):
+    """``lr_schedule="cosine"`` decays per step to lr/100 over the run; loss
+    options reach the default energy loss; a bad schedule name is rejected."""
+    from crystalgnn_plugins.training.module import CrystalModule
+
+    train_set, val_set = emt_data[0][:16], emt_data[1][:8]
+    torch.manual_seed(0)
+    model = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0}, hidden=8)
+    result = train(
+        train_set, val_set, model=model, epochs=2, batch_size=8, lr=1e-2, lr_schedule="cosine",
+        loss_kwargs={"kind": "huber", "delta": 0.1}, progress=False, out_dir=tmp_path,
+    )
+    assert result.report["settings"]["lr_schedule"] == "cosine"
+    assert result.report["settings"]["loss_kwargs"] == {"kind": "huber", "delta": 0.1}
+    # the schedule itself: 10 steps from lr to lr/100 along a cosine
+    from types import SimpleNamespace
+
+    module = CrystalModule(model, None, lr=1e-2, lr_schedule="cosine")
+    module._trainer = SimpleNamespace(estimated_stepping_batches=10)
+    conf = module.configure_optimizers()
+    opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+    assert conf["lr_scheduler"]["interval"] == "step"
+    lrs = []
+    for _ in range(10):
+        opt.step()
+        sched.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[4] == pytest.approx(1e-4 + (1e-2 - 1e-4) * 0.5 * (1 + np.cos(np.pi / 2)))
+    assert lrs[-1] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        CrystalModule(model, None, lr_schedule="linear")
