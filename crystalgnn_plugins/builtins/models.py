@@ -11,3 +11,10 @@ def register_models(register):
 
     register("energy", EnergyModel, description="total energy (eV) with forces and stress by autograd")
     register("property", PropertyModel, description="one scalar property per crystal (intensive or extensive)")
+
+
+@hookimpl
+def register_generators(register):
+    from crystalgnn_plugins.generation.flow import CrystalFlow
+
+    register("crystal_flow", CrystalFlow, description="flow-matching crystal generator (species, coordinates, lattice)")

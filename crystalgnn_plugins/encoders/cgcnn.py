@@ -60,8 +60,8 @@ class _AtomEmbedding(nn.Module):
         self.register_buffer("atom_features", table)
         self.linear = nn.Linear(table.shape[1], out_features)
 
-    def forward(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.atom_features[atomic_numbers])
+    def forward(self, graph: CrystalGraph) -> torch.Tensor:
+        return self.linear(graph.element_lookup(self.atom_features))
 
 
 class _GatedEncoder(Encoder):
@@ -82,7 +82,7 @@ class _GatedEncoder(Encoder):
         d = torch.linalg.norm(edge_vectors, dim=-1)
         u = self.expansion(d)
         w = self.envelope(d) if self.envelope is not None else None
-        h = self.embedding(graph.atomic_numbers)
+        h = self.embedding(graph)
         for conv in self.convs:
             h = conv(h, graph.edge_index, u, w)
         return h

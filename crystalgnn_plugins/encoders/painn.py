@@ -208,11 +208,11 @@ class PaiNNEncoder(Encoder):
         )
         self.updates = nn.ModuleList(_Update(atom_features, norm_eps) for _ in range(num_layers))
 
-    def embed(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """Initial scalar features ``(N, F)``."""
-        s = self.embedding(atomic_numbers)
+    def embed(self, graph: CrystalGraph) -> torch.Tensor:
+        """Initial scalar features ``(N, F)`` (soft when ``graph.species_weights`` is set)."""
+        s = graph.element_lookup(self.embedding.weight)
         if self.table_linear is not None:
-            s = s + self.table_linear(self.element_features[atomic_numbers])
+            s = s + self.table_linear(graph.element_lookup(self.element_features))
         return s
 
     def features(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,7 +222,7 @@ class PaiNNEncoder(Encoder):
         d = torch.sqrt(d2.clamp_min(_MIN_D2))
         edges = _Edges(graph.edge_index, edge_vectors / d.unsqueeze(-1), graph.num_nodes)
         rbf = self.rbf(d)
-        s = self.embed(graph.atomic_numbers)
+        s = self.embed(graph)
         v = s.new_zeros((s.shape[0], 3, s.shape[1]))
         for message, update in zip(self.messages, self.updates, strict=True):
             s, v = message(s, v, rbf, edges, self.avg_neighbors)

@@ -45,6 +45,11 @@ class CrystalGraph:
         cutoff: neighbour cutoff, Å.
         max_neighbors: per-atom edge cap used when building, or ``None``.
         ids: optional identifiers of the crystals (used in error messages).
+        species_weights: optional ``(N, 119)`` soft species, weights over atomic
+            numbers (rows sum to 1). Encoders that support it embed an atom as the
+            weighted mean of the element embeddings, which makes a model
+            differentiable in the species (used by generator guidance); ``None``
+            means the one-hot ``atomic_numbers``.
     """
 
     atomic_numbers: torch.Tensor
@@ -58,6 +63,7 @@ class CrystalGraph:
     cutoff: float
     max_neighbors: int | None = None
     ids: list[str] = field(default_factory=list)
+    species_weights: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -147,6 +153,9 @@ class CrystalGraph:
             cutoff=first.cutoff,
             max_neighbors=first.max_neighbors,
             ids=[i for g in graphs for i in g.ids],
+            species_weights=None
+            if any(g.species_weights is None for g in graphs)
+            else torch.cat([g.species_weights for g in graphs]),
         )
 
     # ------------------------------------------------------------- helpers
@@ -180,7 +189,15 @@ class CrystalGraph:
             offsets=mv(self.offsets),
             batch=mv(self.batch),
             num_atoms=mv(self.num_atoms),
+            species_weights=None if self.species_weights is None else mv(self.species_weights),
         )
+
+    def element_lookup(self, table: torch.Tensor) -> torch.Tensor:
+        """Rows of a per-element ``table`` (indexed by atomic number) for every atom,
+        or their ``species_weights``-weighted mean when soft species are set."""
+        if self.species_weights is None:
+            return table[self.atomic_numbers]
+        return self.species_weights.to(table.dtype) @ table[: self.species_weights.shape[1]]
 
     def edge_vectors(
         self, positions: torch.Tensor | None = None, cell: torch.Tensor | None = None

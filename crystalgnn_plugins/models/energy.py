@@ -82,7 +82,7 @@ class EnergyModel(CrystalModel):
         """Per-atom energies ``(N,)`` in eV."""
         h = self.encoder(graph, edge_vectors)
         e = self.head(h).squeeze(-1) * self.scale + self.shift
-        return e + self.reference_energies[graph.atomic_numbers]
+        return e + graph.element_lookup(self.reference_energies)
 
     def forward(
         self,

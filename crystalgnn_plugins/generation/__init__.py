@@ -1,0 +1,31 @@
+"""Crystal generation: a periodic, equivariant flow-matching model and a pymatgen structure source.
+
+- :class:`CrystalFlow` (:mod:`.flow`): flow matching over species, fractional
+  coordinates (torus) and lattice (symmetric log representation), with a latent
+  autoencoder; its network (:mod:`.network`) predicts per-edge actions aggregated
+  into a symmetric lattice action and per-atom displacements.
+- :func:`sample_flow` (:mod:`.sampling`) with guidance terms (:mod:`.guidance`):
+  repulsion, learned energy, property targets.
+- :func:`train_generator` (:mod:`.training`).
+
+See ``docs/generation.md``.
+"""
+
+from crystalgnn_plugins.generation.flow import CrystalBatch, CrystalFlow, repulsion_energy
+from crystalgnn_plugins.generation.guidance import EnergyTerm, PropertyTerm, RepulsionTerm
+from crystalgnn_plugins.generation.network import PeriodicActionNetwork
+from crystalgnn_plugins.generation.sampling import SampledCrystals, sample_flow
+from crystalgnn_plugins.generation.training import train_generator
+
+__all__ = [
+    "CrystalBatch",
+    "CrystalFlow",
+    "EnergyTerm",
+    "PeriodicActionNetwork",
+    "PropertyTerm",
+    "RepulsionTerm",
+    "SampledCrystals",
+    "repulsion_energy",
+    "sample_flow",
+    "train_generator",
+]

@@ -1,0 +1,330 @@
+"""``CrystalFlow``: flow matching over species, fractional coordinates and lattice.
+
+The three parts of a crystal each get a straight path from a prior sample
+(``t = 0``) to a data crystal (``t = 1``):
+
+- fractional coordinates on the torus: uniform prior, geodesic path
+  ``f_t = f_0 + t wrap(f_1 - f_0)``; the target velocity is centred per crystal
+  (a global translation changes nothing);
+- lattice: the rotation-free ``S = ½ log(L Lᵀ)`` (:mod:`.lattice`), Gaussian
+  prior around the dataset's mean shape at the volume expected for the number
+  of atoms, linear path; the network's symmetric lattice action is the velocity;
+- species: one-hot vectors with a Gaussian prior and a linear path; the network
+  predicts the species (logits) and the velocity follows from it. In the
+  composition-given mode (crystal structure prediction) the species stay fixed.
+
+A latent autoencoder rides along: an invariant encoder maps a crystal to a
+Gaussian latent ``z`` (KL-regularised) that conditions the flow; it is dropped
+during training with probability ``latent_dropout`` so that the flow also runs
+without one. Each crystal also carries a dataset condition (e.g. ``perov_5``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from crystalgnn_plugins.generation.lattice import (
+    lattice_to_log,
+    log_to_lattice,
+    random_symmetric,
+    symmetric_to_vector,
+    wrap,
+)
+from crystalgnn_plugins.generation.network import PeriodicActionNetwork, _scatter_mean, dense_edges
+
+MAX_ATOMS = 64
+
+
+@dataclass
+class CrystalBatch:
+    """Crystals for the generator, atoms stored crystal by crystal.
+
+    Attributes:
+        species: (N,) index into the model's element vocabulary.
+        frac: (N, 3) fractional coordinates in [0, 1).
+        lattice: (B, 3, 3) lattice rows, Å (any pose).
+        num_atoms: (B,) atoms per crystal.
+        condition: (B,) dataset index.
+        ids: identifiers for error messages.
+    """
+
+    species: torch.Tensor
+    frac: torch.Tensor
+    lattice: torch.Tensor
+    num_atoms: torch.Tensor
+    condition: torch.Tensor
+    ids: list[str] = field(default_factory=list)
+
+    @property
+    def batch(self) -> torch.Tensor:
+        return torch.repeat_interleave(torch.arange(len(self.num_atoms), device=self.frac.device), self.num_atoms)
+
+    def to(self, device=None, dtype=None) -> CrystalBatch:
+        return CrystalBatch(
+            self.species.to(device), self.frac.to(device, dtype), self.lattice.to(device, dtype),
+            self.num_atoms.to(device), self.condition.to(device), self.ids,
+        )
+
+
+def collate_crystals(items: Sequence[CrystalBatch]) -> CrystalBatch:
+    """Concatenate single-crystal batches."""
+    return CrystalBatch(
+        torch.cat([x.species for x in items]), torch.cat([x.frac for x in items]),
+        torch.cat([x.lattice for x in items]), torch.cat([x.num_atoms for x in items]),
+        torch.cat([x.condition for x in items]), [i for x in items for i in x.ids],
+    )
+
+
+class CrystalFlow(nn.Module):
+    """Flow-matching generator of periodic crystals with a latent autoencoder.
+
+    Args:
+        elements: species vocabulary (element symbols).
+        conditions: dataset names the model is conditioned on.
+        hidden, num_layers, num_freqs: size of the :class:`PeriodicActionNetwork`.
+        latent_dim, encoder_layers: latent autoencoder.
+        cond_features: width of the dataset embedding.
+    """
+
+    model_type: ClassVar[str] = "crystal_flow"
+    units: ClassVar[dict[str, str]] = {"lattice": "Å", "frac": "1"}
+
+    def __init__(
+        self,
+        elements: Sequence[str],
+        conditions: Sequence[str] = ("default",),
+        *,
+        hidden: int = 128,
+        num_layers: int = 4,
+        num_freqs: int = 8,
+        latent_dim: int = 16,
+        encoder_layers: int = 2,
+        cond_features: int = 16,
+    ):
+        super().__init__()
+        if not elements:
+            raise ValueError("CrystalFlow needs a non-empty element vocabulary")
+        self.elements = list(elements)
+        self.conditions = list(conditions)
+        self.hidden, self.num_layers, self.num_freqs = hidden, num_layers, num_freqs
+        self.latent_dim, self.encoder_layers, self.cond_features = latent_dim, encoder_layers, cond_features
+        k = len(self.elements)
+        self.cond_embed = nn.Embedding(len(self.conditions), cond_features)
+        self.net = PeriodicActionNetwork(k, hidden, num_layers, num_freqs, cond_features + latent_dim + 1)
+        self.encoder = PeriodicActionNetwork(k, hidden, encoder_layers, num_freqs, cond_features)
+        self.to_latent = nn.Linear(hidden, 2 * latent_dim)
+        c = len(self.conditions)
+        # data statistics, set by fit_statistics()
+        self.register_buffer("lattice_mean", torch.zeros(c, 3, 3))
+        self.register_buffer("lattice_std", torch.ones(c))
+        self.register_buffer("log_volume_per_atom", torch.full((c,), 2.5))
+        self.register_buffer("num_atoms_probs", torch.zeros(c, MAX_ATOMS + 1))
+        self.register_buffer("species_probs", torch.full((c, k), 1.0 / k))
+
+    # ------------------------------------------------------------------ config
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "elements": self.elements, "conditions": self.conditions, "hidden": self.hidden,
+            "num_layers": self.num_layers, "num_freqs": self.num_freqs, "latent_dim": self.latent_dim,
+            "encoder_layers": self.encoder_layers, "cond_features": self.cond_features,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> CrystalFlow:
+        config = dict(config)
+        return cls(config.pop("elements"), config.pop("conditions"), **config)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def condition_index(self, name: str | None) -> int:
+        """Index of a dataset condition (the first one when ``None``)."""
+        if name is None:
+            return 0
+        if name not in self.conditions:
+            raise ValueError(f"unknown condition {name!r}; this generator knows {self.conditions}")
+        return self.conditions.index(name)
+
+    # ------------------------------------------------------------------ data
+    def batch_from_structures(self, structures: Sequence[Any], conditions: Sequence[str] | str | None = None, ids=None) -> CrystalBatch:
+        """pymatgen ``Structure``s (Niggli-reduced here) to a :class:`CrystalBatch`."""
+        if isinstance(conditions, str) or conditions is None:
+            conditions = [conditions] * len(structures)
+        items = []
+        for k, (s, cond) in enumerate(zip(structures, conditions)):
+            sid = str(ids[k]) if ids is not None else str(k)
+            if len(s) > MAX_ATOMS:
+                raise ValueError(f"structure {sid}: {len(s)} atoms, the generator handles at most {MAX_ATOMS}")
+            unknown = sorted({sp.symbol for sp in s.species} - set(self.elements))
+            if unknown:
+                raise ValueError(f"structure {sid}: elements {unknown} are not in the generator's vocabulary")
+            red = s.get_reduced_structure("niggli")
+            items.append(CrystalBatch(
+                torch.tensor([self.elements.index(sp.symbol) for sp in red.species]),
+                torch.tensor(np.mod(red.frac_coords, 1.0), dtype=torch.float32),
+                torch.tensor(red.lattice.matrix, dtype=torch.float32).unsqueeze(0),
+                torch.tensor([len(red)]),
+                torch.tensor([self.condition_index(cond)]),
+                [sid],
+            ))
+        return collate_crystals(items)
+
+    @torch.no_grad()
+    def fit_statistics(self, batch: CrystalBatch) -> None:
+        """Lattice prior, atom-count and species distributions per condition from training data."""
+        log_l = lattice_to_log(batch.lattice.double())
+        n = batch.num_atoms.double()
+        log_vpa = torch.diagonal(log_l, dim1=-2, dim2=-1).sum(-1) - torch.log(n)
+        for c in range(len(self.conditions)):
+            sel = batch.condition == c
+            if not sel.any():
+                continue
+            self.log_volume_per_atom[c] = log_vpa[sel].mean().float()
+            shape = log_l[sel] - (torch.log(n[sel]) + self.log_volume_per_atom[c].double()).view(-1, 1, 1) / 3 * torch.eye(3, dtype=torch.float64)
+            self.lattice_mean[c] = shape.mean(0).float()
+            self.lattice_std[c] = (shape - shape.mean(0)).std().clamp_min(0.02).float()
+            counts = torch.bincount(batch.num_atoms[sel], minlength=MAX_ATOMS + 1)[: MAX_ATOMS + 1].float()
+            self.num_atoms_probs[c] = counts / counts.sum()
+            atom_sel = sel[batch.batch]
+            sp = torch.bincount(batch.species[atom_sel], minlength=len(self.elements)).float()
+            self.species_probs[c] = sp / sp.sum()
+
+    def lattice_prior(self, condition: torch.Tensor, num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean ``S`` (B, 3, 3) and scalar std (B,) of the lattice prior."""
+        eye = torch.eye(3, device=condition.device, dtype=self.lattice_mean.dtype)
+        log_v = torch.log(num_atoms.to(self.lattice_mean.dtype)) + self.log_volume_per_atom[condition]
+        return self.lattice_mean[condition] + log_v.view(-1, 1, 1) / 3 * eye, self.lattice_std[condition]
+
+    # ------------------------------------------------------------------ latent
+    def encode(self, batch: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance (B, latent_dim) of the latent of clean crystals
+        (invariant to rotations, translations, permutations and periodic images)."""
+        species = F.one_hot(batch.species, len(self.elements)).to(batch.frac.dtype)
+        t = torch.ones(len(batch.num_atoms), device=batch.frac.device, dtype=batch.frac.dtype)
+        out = self.encoder(species, batch.frac, batch.lattice, batch.num_atoms, t, self.cond_embed(batch.condition))
+        mu, logvar = self.to_latent(out["crystal_features"]).chunk(2, -1)
+        return mu, logvar.clamp(-8, 4)
+
+    def _cond(self, condition: torch.Tensor, z: torch.Tensor | None) -> torch.Tensor:
+        b = condition.shape[0]
+        emb = self.cond_embed(condition)
+        if z is None:
+            z = emb.new_zeros(b, self.latent_dim)
+            flag = emb.new_zeros(b, 1)
+        else:
+            flag = emb.new_ones(b, 1)
+        return torch.cat([emb, z.to(emb.dtype), flag], -1)
+
+    def velocity(self, species_t, frac_t, log_lattice_t, num_atoms, t, condition, z=None) -> dict[str, torch.Tensor]:
+        """Network outputs at time ``t`` for crystals on the path (canonical pose)."""
+        lattice = log_to_lattice(log_lattice_t)
+        return self.net(species_t, frac_t, lattice, num_atoms, t, self._cond(condition, z))
+
+    # ------------------------------------------------------------------ training
+    def loss(
+        self,
+        batch: CrystalBatch,
+        *,
+        csp_fraction: float = 0.5,
+        latent_dropout: float = 0.5,
+        kl_weight: float = 1e-3,
+        lattice_weight: float = 1.0,
+        species_weight: float = 1.0,
+        repulsion_weight: float = 0.0,
+        radius_factor: float = 0.7,
+    ) -> dict[str, torch.Tensor]:
+        """Flow-matching loss terms and their weighted sum (``"loss"``).
+
+        ``csp_fraction`` of the crystals keep their species fixed (composition-given
+        mode), the others also learn species; ``repulsion_weight`` adds the
+        differentiable short-distance penalty on the predicted clean crystal.
+        """
+        device, dtype = batch.frac.device, batch.frac.dtype
+        b = len(batch.num_atoms)
+        atom_batch = batch.batch
+        t = torch.rand(b, device=device, dtype=dtype)
+        tn = t[atom_batch].unsqueeze(-1)
+
+        f1 = batch.frac
+        f0 = torch.rand_like(f1)
+        u_f = wrap(f1 - f0)
+        f_t = torch.remainder(f0 + tn * u_f, 1.0)
+
+        s1 = lattice_to_log(batch.lattice)
+        mean, std = self.lattice_prior(batch.condition, batch.num_atoms)
+        s0 = mean + std.view(-1, 1, 1) * random_symmetric((b,), dtype=dtype).to(device)
+        s_t = (1 - t).view(-1, 1, 1) * s0 + t.view(-1, 1, 1) * s1
+        u_s = (s1 - s0) / std.view(-1, 1, 1)
+
+        x1 = F.one_hot(batch.species, len(self.elements)).to(dtype)
+        csp = torch.rand(b, device=device) < csp_fraction
+        a0 = torch.randn_like(x1)
+        a_t = torch.where(csp[atom_batch].unsqueeze(-1), x1, (1 - tn) * a0 + tn * x1)
+
+        z, kl = None, torch.zeros((), device=device, dtype=dtype)
+        if self.latent_dim and latent_dropout < 1:
+            mu, logvar = self.encode(batch)
+            kl = (-0.5 * (1 + logvar - mu**2 - logvar.exp()).sum(-1)).mean()
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            keep = (torch.rand(b, device=device) >= latent_dropout).to(dtype).unsqueeze(-1)
+            z = z * keep
+        cond = self._cond(batch.condition, z)
+        if z is not None:
+            cond[:, -1] = keep.squeeze(-1)
+        out = self.net(a_t, f_t, log_to_lattice(s_t), batch.num_atoms, t, cond)
+
+        v_f = out["frac_velocity"]
+        v_f = v_f - _scatter_mean(v_f, atom_batch, b)[atom_batch]
+        u_fc = u_f - _scatter_mean(u_f, atom_batch, b)[atom_batch]
+        loss_f = ((v_f - u_fc) ** 2).sum(-1).mean()
+        loss_l = ((symmetric_to_vector(out["lattice_action"]) - symmetric_to_vector(u_s)) ** 2).mean()
+        gen = ~csp[atom_batch]
+        loss_a = F.cross_entropy(out["species_logits"][gen], batch.species[gen]) if gen.any() else kl * 0
+        terms = {"coords": loss_f, "lattice": loss_l, "species": loss_a, "kl": kl}
+        total = loss_f + lattice_weight * loss_l + species_weight * loss_a + kl_weight * kl
+        if repulsion_weight:
+            f_hat = f_t + (1 - tn) * v_f
+            s_hat = s_t + ((1 - t) * std).view(-1, 1, 1) * out["lattice_action"]
+            radii = self.covalent_radii(dtype, device)[batch.species]
+            rep = repulsion_energy(f_hat, log_to_lattice(s_hat), batch.num_atoms, radii, radius_factor)
+            terms["repulsion"] = (rep * t).mean()
+            total = total + repulsion_weight * terms["repulsion"]
+        terms["loss"] = total
+        return terms
+
+    def covalent_radii(self, dtype=torch.float32, device=None) -> torch.Tensor:
+        """Covalent radii (Å) of the vocabulary."""
+        from ase.data import atomic_numbers, covalent_radii
+
+        return torch.tensor([covalent_radii[atomic_numbers[e]] for e in self.elements], dtype=dtype, device=device)
+
+
+def repulsion_energy(
+    frac: torch.Tensor, lattice: torch.Tensor, num_atoms: torch.Tensor, radii: torch.Tensor, factor: float = 0.7
+) -> torch.Tensor:
+    """Per-crystal penalty ``Σ_pairs relu(d_min - d)²`` (Å²) for pairs closer than
+    ``d_min = factor (r_i + r_j)`` (species-aware, covalent radii ``radii`` per atom).
+
+    Distances are those of the shortest wrapped fractional difference; an atom
+    and its own periodic image count when the lattice is shorter than ``d_min``.
+    """
+    b = lattice.shape[0]
+    edge_index, edge_batch = dense_edges(num_atoms)
+    i, j = edge_index
+    d = wrap(frac[j] - frac[i])
+    r = torch.einsum("ea,eab->eb", d, lattice[edge_batch])
+    dist = torch.sqrt((r**2).sum(-1) + 1e-12)
+    pen = F.relu(factor * (radii[i] + radii[j]) - dist) ** 2
+    out = lattice.new_zeros(b).index_add_(0, edge_batch, 0.5 * pen)
+    # self-images: the three lattice vectors
+    batch = torch.repeat_interleave(torch.arange(b, device=lattice.device), num_atoms)
+    lengths = torch.linalg.norm(lattice, dim=-1)  # (B, 3)
+    self_pen = F.relu(factor * 2 * radii.unsqueeze(-1) - lengths[batch]) ** 2
+    return out.index_add_(0, batch, self_pen.sum(-1))

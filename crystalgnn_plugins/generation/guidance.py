@@ -1,0 +1,164 @@
+"""Differentiable terms that steer sampling: physics and property targets.
+
+A term maps the *predicted clean crystal* of a sampling step (soft species
+``(N, K)`` over the generator's vocabulary, fractional coordinates ``(N, 3)``,
+lattice rows ``(B, 3, 3)`` in Å) to one value per crystal ``(B,)`` to be
+minimised. The sampler pushes the velocities down its gradient, scaled by the
+term's ``weight``. The same terms can be used as training losses.
+
+Built in:
+
+- :class:`RepulsionTerm`: ``Σ relu(d_min - d)²`` for pairs closer than a
+  species-aware minimum distance (Å²);
+- :class:`EnergyTerm`: energy per atom (eV/atom) from an
+  :class:`~crystalgnn_plugins.models.EnergyModel` (the default potential);
+- :class:`PropertyTerm`: a trained
+  :class:`~crystalgnn_plugins.models.PropertyModel` pushed below, above or
+  towards a value ("formation energy below X", "band gap near Y"), also
+  differentiable in the species when the model's encoder supports soft species.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from crystalgnn_plugins.generation.flow import repulsion_energy
+
+
+@dataclass
+class GuidanceContext:
+    """What a term may need besides the crystal: the vocabulary and atom counts."""
+
+    elements: list[str]
+    num_atoms: torch.Tensor
+
+    @property
+    def atomic_numbers(self) -> torch.Tensor:
+        from ase.data import atomic_numbers
+
+        return torch.tensor([atomic_numbers[e] for e in self.elements])
+
+
+class RepulsionTerm:
+    """Penalty for interatomic distances below ``factor × (r_cov,i + r_cov,j)`` (Å²)."""
+
+    def __init__(self, weight: float = 1.0, factor: float = 0.7):
+        self.weight, self.factor = float(weight), float(factor)
+
+    def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
+        from ase.data import covalent_radii
+
+        radii_table = torch.tensor(covalent_radii[ctx.atomic_numbers.numpy()], dtype=frac.dtype, device=frac.device)
+        return repulsion_energy(frac, lattice, ctx.num_atoms, probs @ radii_table, self.factor)
+
+
+def _graph(model, probs, frac, lattice, ctx: GuidanceContext, soft: bool):
+    """A batched crystal graph of the predicted crystals whose positions, cell
+    (and, with ``soft``, species) carry gradients to ``frac``/``lattice``/``probs``."""
+    from ase import Atoms
+
+    from crystalgnn_plugins.graph import CrystalGraph
+
+    z_vocab = ctx.atomic_numbers
+    species = probs.argmax(-1).cpu()
+    counts = ctx.num_atoms.cpu().tolist()
+    frac_np = frac.detach().cpu().double().numpy()
+    lat_np = lattice.detach().cpu().double().numpy()
+    graphs, start = [], 0
+    for b, n in enumerate(counts):
+        atoms = Atoms(
+            numbers=z_vocab[species[start : start + n]].numpy(),
+            scaled_positions=np.mod(frac_np[start : start + n], 1.0),
+            cell=lat_np[b],
+            pbc=True,
+        )
+        graphs.append(CrystalGraph.from_atoms(atoms, model.cutoff, model.max_neighbors, dtype=frac.dtype))
+        start += n
+    graph = CrystalGraph.collate(graphs).to(device=frac.device)
+    batch = graph.batch
+    # wrapped positions as in the graph, but differentiable in frac and lattice
+    shift = torch.floor(frac.detach())
+    positions = torch.einsum("na,nab->nb", frac - shift, lattice[batch])
+    graph.positions, graph.cell = positions, lattice
+    if soft:
+        weights = probs.new_zeros(probs.shape[0], 119)
+        weights[:, z_vocab.to(probs.device)] = probs
+        graph.species_weights = weights
+    return graph
+
+
+class EnergyTerm:
+    """Energy per atom (eV/atom) of the predicted crystal under an energy model.
+
+    Species are taken as the most likely ones (the gradient acts on the geometry);
+    crystals with elements the model does not know contribute zero.
+    """
+
+    def __init__(self, model: Any = "default", weight: float = 1.0):
+        from crystalgnn_plugins.models.pretrained import resolve_model
+
+        self.model = resolve_model(model) if isinstance(model, str) else model
+        self.model.eval()
+        self.weight = float(weight)
+
+    def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
+        known = set(self.model.elements or [])
+        ok = torch.tensor([e in known for e in ctx.elements], device=probs.device)
+        crystal_ok = torch.ones(len(ctx.num_atoms), dtype=torch.bool, device=probs.device)
+        atom_batch = torch.repeat_interleave(torch.arange(len(ctx.num_atoms), device=probs.device), ctx.num_atoms)
+        bad_atoms = ~ok[probs.argmax(-1)]
+        crystal_ok[atom_batch[bad_atoms]] = False
+        dtype = next(self.model.parameters()).dtype
+        graph = _graph(self.model, probs, frac.to(dtype), lattice.to(dtype), ctx, soft=False)
+        energies = self.model.atomic_energies(graph, graph.edge_vectors())
+        per_crystal = energies.new_zeros(len(ctx.num_atoms)).index_add_(0, graph.batch, energies)
+        value = per_crystal / ctx.num_atoms.to(per_crystal.dtype)
+        return torch.where(crystal_ok, value, torch.zeros_like(value)).to(frac.dtype)
+
+
+class PropertyTerm:
+    """Steer a property predicted by a trained property model.
+
+    Exactly one of ``below`` (penalty ``relu(y - below)``), ``above``
+    (``relu(above - y)``) or ``near`` (``(y - near)²``) is given, in the model's
+    units. ``soft_species`` makes the term differentiable in the species too.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        below: float | None = None,
+        above: float | None = None,
+        near: float | None = None,
+        weight: float = 1.0,
+        soft_species: bool = True,
+    ):
+        given = [x is not None for x in (below, above, near)]
+        if sum(given) != 1:
+            raise ValueError("PropertyTerm needs exactly one of below=, above= or near=")
+        from crystalgnn_plugins.models.pretrained import resolve_model
+
+        self.model = resolve_model(model) if isinstance(model, str) else model
+        self.model.eval()
+        self.below, self.above, self.near = below, above, near
+        self.weight, self.soft_species = float(weight), soft_species
+
+    def predict(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
+        """The model's prediction ``(B,)`` for the (soft) crystals."""
+        dtype = next(self.model.parameters()).dtype
+        graph = _graph(self.model, probs.to(dtype), frac.to(dtype), lattice.to(dtype), ctx, soft=self.soft_species)
+        return self.model(graph)[self.model.target].to(frac.dtype)
+
+    def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
+        y = self.predict(probs, frac, lattice, ctx)
+        if self.below is not None:
+            return F.relu(y - self.below)
+        if self.above is not None:
+            return F.relu(self.above - y)
+        return (y - self.near) ** 2

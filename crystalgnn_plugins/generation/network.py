@@ -1,0 +1,196 @@
+"""The equivariant periodic network of the generator.
+
+Input: a batch of crystals as (soft) species, fractional coordinates and lattice
+rows, plus per-crystal time and condition vectors. The network passes messages
+over every pair of atoms of a crystal, with edge features that depend only on
+the wrapped fractional difference (Fourier features: invariant to the choice
+of periodic image of either atom and to translations), on the Cartesian length
+of the shortest such difference and on the rotation-invariant Gram matrix of
+the lattice. It outputs actions aggregated from the edges (Klipfel et al. 2022):
+
+- ``frac_velocity`` (N, 3): per-atom displacement of fractional coordinates,
+  ``Σ_j w_ij wrap(f_j - f_i)``; as a Cartesian vector ``Σ_j w_ij r_ij`` it rotates
+  with the crystal (E(3)-equivariant), in fractional coordinates it is invariant;
+- ``lattice_action`` (B, 3, 3): a symmetric Cartesian matrix
+  ``Σ_ij u_ij r̂_ij r̂_ijᵀ + Σ_k c_k â_k â_kᵀ`` (edges and lattice directions), which
+  transforms as ``R g Rᵀ`` under a rotation ``R``;
+- ``species_logits`` (N, K): invariant.
+
+All outputs are invariant to permutations of atoms within a crystal.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from crystalgnn_plugins.generation.lattice import wrap
+
+
+def dense_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every ordered pair ``(i, j)``, ``i != j``, of atoms of the same crystal.
+
+    Returns ``edge_index`` (2, E) over the flattened atoms and the crystal
+    index of each edge (E,).
+    """
+    n = num_atoms.long()
+    device = n.device
+    ptr = torch.cumsum(n, 0) - n
+    pairs = n * n
+    edge_batch = torch.repeat_interleave(torch.arange(len(n), device=device), pairs)
+    local = torch.arange(int(pairs.sum()), device=device) - torch.repeat_interleave(torch.cumsum(pairs, 0) - pairs, pairs)
+    n_e = n[edge_batch]
+    i = ptr[edge_batch] + local // n_e
+    j = ptr[edge_batch] + local % n_e
+    keep = i != j
+    return torch.stack([i[keep], j[keep]]), edge_batch[keep]
+
+
+def _scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    out = values.new_zeros((size, *values.shape[1:])).index_add_(0, index, values)
+    count = values.new_zeros(size).index_add_(0, index, values.new_ones(index.shape[0])).clamp_min(1)
+    return out / count.view(-1, *([1] * (values.dim() - 1)))
+
+
+def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
+
+
+class _GaussianBasis(nn.Module):
+    def __init__(self, start: float, stop: float, num: int):
+        super().__init__()
+        self.register_buffer("centres", torch.linspace(start, stop, num), persistent=False)
+        self.width = (stop - start) / (num - 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-(((x.unsqueeze(-1) - self.centres.to(x.dtype)) / self.width) ** 2))
+
+
+class _MessageLayer(nn.Module):
+    def __init__(self, hidden: int, edge_dim: int):
+        super().__init__()
+        self.edge = nn.Sequential(nn.Linear(2 * hidden + edge_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.node = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h, edge_index, edge_attr):
+        i, j = edge_index
+        m = self.edge(torch.cat([h[i], h[j], edge_attr], -1))
+        agg = _scatter_mean(m, i, h.shape[0])
+        return h + self.node(torch.cat([self.norm(h), agg], -1)), m
+
+
+class PeriodicActionNetwork(nn.Module):
+    """Equivariant message passing over all atom pairs of periodic crystals.
+
+    Args:
+        num_species: size of the species vocabulary (one-hot or soft input).
+        hidden: feature width.
+        num_layers: message-passing layers.
+        num_freqs: Fourier frequencies of the fractional differences.
+        cond_dim: width of the per-crystal condition vector (0 for none).
+    """
+
+    def __init__(self, num_species: int, hidden: int = 128, num_layers: int = 4, num_freqs: int = 8, cond_dim: int = 0):
+        super().__init__()
+        self.num_species, self.hidden, self.num_freqs, self.cond_dim = num_species, hidden, num_freqs, cond_dim
+        self.register_buffer(
+            "freqs", 2 * math.pi * torch.arange(1, num_freqs + 1, dtype=torch.float32), persistent=False
+        )
+        self.dist_abs = _GaussianBasis(0.0, 6.0, 16)  # Å
+        self.dist_rel = _GaussianBasis(0.0, 2.0, 8)  # in units of (V/N)^(1/3)
+        edge_dim = 6 * num_freqs + 16 + 8
+        self.species_in = nn.Linear(num_species, hidden)
+        # per-crystal invariants: time (16 Fourier features), normalised Gram (6), log volume per atom, condition
+        self.global_in = _mlp(16 + 6 + 1 + cond_dim, hidden, hidden)
+        self.layers = nn.ModuleList(_MessageLayer(hidden, edge_dim) for _ in range(num_layers))
+        self.disp_head = _mlp(hidden, hidden, 1)
+        self.edge_lattice_head = _mlp(hidden, hidden, 1)
+        self.cell_lattice_head = _mlp(2 * hidden, hidden, 6)
+        self.species_head = _mlp(hidden, hidden, num_species)
+        self.pool_out = nn.Linear(hidden, hidden)
+
+    def _time_features(self, t: torch.Tensor) -> torch.Tensor:
+        k = torch.arange(1, 9, device=t.device, dtype=t.dtype)
+        arg = math.pi * t.unsqueeze(-1) * k
+        return torch.cat([torch.sin(arg), torch.cos(arg)], -1)
+
+    def forward(
+        self,
+        species: torch.Tensor,
+        frac: torch.Tensor,
+        lattice: torch.Tensor,
+        num_atoms: torch.Tensor,
+        t: torch.Tensor,
+        cond: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Actions for a batch of crystals.
+
+        Args:
+            species: (N, K) one-hot or soft species.
+            frac: (N, 3) fractional coordinates (any periodic image).
+            lattice: (B, 3, 3) lattice vectors as rows, Å.
+            num_atoms: (B,) atoms per crystal (the atoms are stored crystal by crystal).
+            t: (B,) flow time in [0, 1].
+            cond: (B, cond_dim) condition vectors.
+
+        Returns:
+            ``frac_velocity`` (N, 3), ``lattice_action`` (B, 3, 3) symmetric,
+            ``species_logits`` (N, K), ``node_features`` (N, H), ``crystal_features`` (B, H).
+        """
+        num_crystals = lattice.shape[0]
+        batch = torch.repeat_interleave(torch.arange(num_crystals, device=frac.device), num_atoms)
+        edge_index, edge_batch = dense_edges(num_atoms)
+        i, j = edge_index
+
+        gram = lattice @ lattice.transpose(-1, -2)
+        volume = torch.linalg.det(lattice).abs()
+        per_atom = volume / num_atoms.to(volume.dtype)
+        gram_n = gram / volume.pow(2 / 3).view(-1, 1, 1)
+        gram_vec = torch.stack([gram_n[:, 0, 0], gram_n[:, 1, 1], gram_n[:, 2, 2], gram_n[:, 0, 1], gram_n[:, 0, 2], gram_n[:, 1, 2]], -1)
+        globals_ = [self._time_features(t), gram_vec, torch.log(per_atom).unsqueeze(-1) - 2.5]
+        if self.cond_dim:
+            if cond is None:
+                raise ValueError(f"this network expects a condition vector of width {self.cond_dim}")
+            globals_.append(cond)
+        g = self.global_in(torch.cat(globals_, -1))
+
+        d = wrap(frac[j] - frac[i])
+        arg = d.unsqueeze(-1) * self.freqs.to(d.dtype)  # (E, 3, F)
+        fourier = torch.cat([torch.sin(arg), torch.cos(arg)], -1).flatten(1)
+        r = torch.einsum("ea,eab->eb", d, lattice[edge_batch])
+        dist = torch.linalg.norm(r, dim=-1)
+        scale = per_atom.pow(1 / 3)[edge_batch]
+        edge_attr = torch.cat([fourier, self.dist_abs(dist), self.dist_rel(dist / scale)], -1)
+
+        h = self.species_in(species) + g[batch]
+        m = None
+        for layer in self.layers:
+            h, m = layer(h, edge_index, edge_attr)
+
+        n_nodes = frac.shape[0]
+        if m is None or m.shape[0] == 0:
+            frac_velocity = torch.zeros_like(frac)
+            edge_part = lattice.new_zeros(num_crystals, 3, 3)
+        else:
+            w = self.disp_head(m)
+            frac_velocity = _scatter_mean(w * d, i, n_nodes)
+            u = self.edge_lattice_head(m).squeeze(-1)
+            unit = r / dist.clamp_min(1e-6).unsqueeze(-1)
+            outer = unit.unsqueeze(-1) * unit.unsqueeze(-2) * u.view(-1, 1, 1)
+            edge_part = _scatter_mean(outer, edge_batch, num_crystals)
+        pooled = self.pool_out(_scatter_mean(h, batch, num_crystals))
+        c = self.cell_lattice_head(torch.cat([pooled, g], -1))  # (B, 6)
+        a = lattice
+        directions = torch.stack([a[:, 0], a[:, 1], a[:, 2], a[:, 0] + a[:, 1], a[:, 0] + a[:, 2], a[:, 1] + a[:, 2]], 1)
+        directions = directions / torch.linalg.norm(directions, dim=-1, keepdim=True).clamp_min(1e-6)
+        cell_part = torch.einsum("bk,bki,bkj->bij", c, directions, directions)
+        return {
+            "frac_velocity": frac_velocity,
+            "lattice_action": edge_part + cell_part,
+            "species_logits": self.species_head(h),
+            "node_features": h,
+            "crystal_features": pooled,
+        }

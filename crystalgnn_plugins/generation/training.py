@@ -1,0 +1,166 @@
+"""Train a :class:`CrystalFlow` with Lightning (checkpoints every epoch, resume)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from crystalgnn_plugins.generation.flow import CrystalBatch, CrystalFlow, collate_crystals
+
+
+def _singletons(batch: CrystalBatch) -> list[CrystalBatch]:
+    out, start = [], 0
+    for k, n in enumerate(batch.num_atoms.tolist()):
+        out.append(CrystalBatch(
+            batch.species[start : start + n], batch.frac[start : start + n], batch.lattice[k : k + 1],
+            batch.num_atoms[k : k + 1], batch.condition[k : k + 1], batch.ids[k : k + 1],
+        ))
+        start += n
+    return out
+
+
+def _module(flow: CrystalFlow, lr: float, epochs: int, loss_kwargs: dict[str, Any]):
+    import lightning as L
+
+    class FlowModule(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.flow = flow
+
+        def _step(self, batch, stage):
+            terms = self.flow.loss(batch, **loss_kwargs)
+            for k, v in terms.items():
+                self.log(f"{stage}_{k}", v.detach(), on_step=False, on_epoch=True, prog_bar=k == "loss",
+                         batch_size=len(batch.num_atoms))
+            return terms["loss"]
+
+        def training_step(self, batch, batch_idx):
+            return self._step(batch, "train")
+
+        def validation_step(self, batch, batch_idx):
+            with torch.random.fork_rng():
+                torch.manual_seed(1234 + batch_idx)  # the same noise every epoch: comparable val losses
+                self._step(batch, "val")
+
+        def configure_optimizers(self):
+            opt = torch.optim.AdamW(self.flow.parameters(), lr=lr, weight_decay=1e-4)
+            steps = max(1, int(self.trainer.estimated_stepping_batches))
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+        def on_before_optimizer_step(self, optimizer):
+            torch.nn.utils.clip_grad_norm_(self.flow.parameters(), 1.0)
+
+    return FlowModule()
+
+
+def train_generator(
+    train_structures: Sequence[Any],
+    train_conditions: Sequence[str],
+    val_structures: Sequence[Any],
+    val_conditions: Sequence[str],
+    *,
+    flow: CrystalFlow | None = None,
+    flow_kwargs: dict[str, Any] | None = None,
+    loss_kwargs: dict[str, Any] | None = None,
+    epochs: int = 100,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    seed: int = 0,
+    out_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    max_time: str | None = None,
+    progress: bool = False,
+) -> tuple[CrystalFlow, dict[str, Any]]:
+    """Fit a :class:`CrystalFlow` on pymatgen ``Structure``s, each with a dataset condition.
+
+    Checkpoints go to ``out_dir/checkpoints`` every epoch (``resume=True``
+    continues from ``last.ckpt`` with the same settings); the final model is
+    saved to ``out_dir/model`` and a report to ``out_dir/report.json``.
+
+    Returns:
+        The trained flow (best validation loss) and the report.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from crystalgnn_plugins.models.io import save_model
+    from crystalgnn_plugins.training.trainer import write_json_atomic
+
+    if not train_structures or not val_structures:
+        raise ValueError("train_generator needs non-empty training and validation structures")
+    L.seed_everything(seed, workers=True, verbose=False)
+    loss_kwargs = dict(loss_kwargs or {})
+    if flow is None:
+        elements = sorted({sp.symbol for s in train_structures for sp in s.species})
+        conditions = sorted(set(train_conditions))
+        flow = CrystalFlow(elements, conditions, **(flow_kwargs or {}))
+    train_batch = flow.batch_from_structures(train_structures, list(train_conditions))
+    val_batch = flow.batch_from_structures(val_structures, list(val_conditions))
+    flow.fit_statistics(train_batch)
+
+    out = Path(out_dir) if out_dir is not None else None
+    settings = {"config": flow.get_config(), "loss_kwargs": loss_kwargs, "epochs": epochs, "batch_size": batch_size,
+                "lr": lr, "seed": seed, "num_train": len(train_structures), "num_val": len(val_structures)}
+    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    ckpt_path = None
+    callbacks = []
+    if out is not None:
+        ckpt_dir = out / "checkpoints"
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        stamp = ckpt_dir / "settings.json"
+        if resume:
+            if not (ckpt_dir / "last.ckpt").exists():
+                raise FileNotFoundError(f"resume: no checkpoint {ckpt_dir / 'last.ckpt'}")
+            if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
+                raise ValueError(f"resume: settings differ from those of the checkpoints in {ckpt_dir}")
+            ckpt_path = str(ckpt_dir / "last.ckpt")
+        elif (ckpt_dir / "last.ckpt").exists():
+            raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass resume=True or another directory")
+        write_json_atomic(stamp, {"fingerprint": fingerprint, "settings": settings})
+        callbacks.append(ModelCheckpoint(
+            dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True,
+            enable_version_counter=False,
+        ))
+
+    generator = torch.Generator().manual_seed(seed)
+    train_loader = torch.utils.data.DataLoader(
+        _singletons(train_batch), batch_size=batch_size, shuffle=True, collate_fn=collate_crystals,
+        generator=generator, drop_last=len(train_structures) > batch_size,
+    )
+    val_loader = torch.utils.data.DataLoader(_singletons(val_batch), batch_size=256, collate_fn=collate_crystals)
+    module = _module(flow, lr, epochs, loss_kwargs)
+    trainer = L.Trainer(
+        max_epochs=epochs, max_time=max_time, callbacks=callbacks, enable_progress_bar=progress,
+        enable_model_summary=False, logger=L.pytorch.loggers.CSVLogger(out, name="logs") if out else False,
+        log_every_n_steps=max(1, min(50, len(train_loader))), default_root_dir=out,
+        enable_checkpointing=bool(callbacks), accelerator="auto", devices=1,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    elapsed = time.perf_counter() - start
+    if callbacks and callbacks[0].best_model_path:
+        state = torch.load(callbacks[0].best_model_path, map_location="cpu", weights_only=True)["state_dict"]
+        module.load_state_dict(state)
+    flow = module.flow.cpu().eval()
+    report = {
+        "model_type": flow.model_type, "num_parameters": flow.num_parameters, "training_time_s": elapsed,
+        "epochs_run": trainer.current_epoch,
+        "best_val_loss": float(callbacks[0].best_model_score) if callbacks and callbacks[0].best_model_score is not None else None,
+        "settings": settings,
+    }
+    if out is not None:
+        save_model(flow, out / "model", extra={"report": "../report.json"})
+        write_json_atomic(out / "report.json", report)
+    return flow, report
