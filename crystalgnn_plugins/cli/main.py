@@ -1,4 +1,4 @@
-"""``crystalgnn`` command line: ``train``, ``predict``, ``plugins``."""
+"""``crystalgnn`` command line: ``train``, ``predict``, ``relax``, ``generate``, ``plugins``."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ _COMMANDS = (
     "crystalgnn_plugins.cli.predict_cmd",
     "crystalgnn_plugins.cli.plugins_cmd",
     "crystalgnn_plugins.cli.relax_cmd",
+    "crystalgnn_plugins.cli.generate_cmd",
 )
 
 

@@ -7,6 +7,8 @@
 - :func:`sample_flow` (:mod:`.sampling`) with guidance terms (:mod:`.guidance`):
   repulsion, learned energy, property targets.
 - :func:`train_generator` (:mod:`.training`).
+- :class:`CrystalStructureSource` (:mod:`.source`): ``get_structures(n, ...)``
+  returning pymatgen ``Structure``s, and :class:`GenerateStructuresTransformation`.
 
 See ``docs/generation.md``.
 """
@@ -15,11 +17,14 @@ from crystalgnn_plugins.generation.flow import CrystalBatch, CrystalFlow, repuls
 from crystalgnn_plugins.generation.guidance import EnergyTerm, PropertyTerm, RepulsionTerm
 from crystalgnn_plugins.generation.network import PeriodicActionNetwork
 from crystalgnn_plugins.generation.sampling import SampledCrystals, sample_flow
+from crystalgnn_plugins.generation.source import CrystalStructureSource, resolve_generator
 from crystalgnn_plugins.generation.training import train_generator
 
 __all__ = [
     "CrystalBatch",
     "CrystalFlow",
+    "CrystalStructureSource",
+    "GenerateStructuresTransformation",
     "EnergyTerm",
     "PeriodicActionNetwork",
     "PropertyTerm",
@@ -27,5 +32,15 @@ __all__ = [
     "SampledCrystals",
     "repulsion_energy",
     "sample_flow",
+    "resolve_generator",
     "train_generator",
 ]
+
+
+def __getattr__(name: str):
+    # pymatgen's transformation machinery is imported only when asked for
+    if name == "GenerateStructuresTransformation":
+        from crystalgnn_plugins.generation.transformation import GenerateStructuresTransformation
+
+        return GenerateStructuresTransformation
+    raise AttributeError(f"module 'crystalgnn_plugins.generation' has no attribute {name!r}")

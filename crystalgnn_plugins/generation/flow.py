@@ -21,8 +21,9 @@ without one. Each crystal also carries a dataset condition (e.g. ``perov_5``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import torch

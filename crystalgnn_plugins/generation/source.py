@@ -1,0 +1,292 @@
+"""``CrystalStructureSource``: new crystals as pymatgen ``Structure``s.
+
+In the style of the ``pymatgen.ext`` clients (``MPRester``, ``OptimadeRester``):
+an object you create once (optionally as a context manager) and ask for
+structures::
+
+    from crystalgnn_plugins.generation import CrystalStructureSource
+
+    source = CrystalStructureSource()                     # shipped generator, offline
+    structures = source.get_structures(10, chemsys="Sr-Ti-O", seed=0)
+    csp = source.get_structures(5, composition="SrTiO3", relax=True)
+
+Every structure carries its provenance in ``Structure.properties["generation"]``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from crystalgnn_plugins._version import __version__
+
+DEFAULT_GENERATOR = "generator"
+
+
+def resolve_generator(model: Any = None, *, device: str | torch.device = "cpu"):
+    """A :class:`~crystalgnn_plugins.generation.CrystalFlow` from an instance, a
+    saved-model directory or a shipped name (``None``: the shipped default)."""
+    from crystalgnn_plugins.generation.flow import CrystalFlow
+    from crystalgnn_plugins.models.io import CONFIG_FILE, ModelFileError, load_model
+    from crystalgnn_plugins.models.pretrained import PRETRAINED_DIR
+
+    if isinstance(model, CrystalFlow):
+        return model.to(device)
+    name = DEFAULT_GENERATOR if model is None else model
+    path = Path(name)
+    if not path.exists():
+        path = PRETRAINED_DIR / str(name)
+    if not (path / CONFIG_FILE).is_file():
+        raise ModelFileError(f"no generator {str(name)!r}: not a saved-model directory and not a shipped model")
+    flow = load_model(path, device=device)
+    if not isinstance(flow, CrystalFlow):
+        raise ModelFileError(f"{path}: holds a {type(flow).__name__}, not a crystal generator")
+    return flow
+
+
+def _is_valid(structure, min_distance: float = 0.5) -> bool:
+    if structure.volume <= 0.1:
+        return False
+    if len(structure) == 1:
+        return min(structure.lattice.abc) > min_distance
+    dm = structure.distance_matrix + np.eye(len(structure)) * 1e9
+    return bool(dm.min() > min_distance) and min(structure.lattice.abc) > min_distance
+
+
+class CrystalStructureSource:
+    """Generated crystals on request, as pymatgen ``Structure``s.
+
+    Args:
+        model: a :class:`~crystalgnn_plugins.generation.CrystalFlow`, a saved
+            generator directory or a shipped name (``None``: the default).
+        energy_model: energy model for the physics guidance and for
+            ``relax=True`` (name, path or model; ``None``: the shipped default potential).
+        physics: guide sampling with the interatomic-distance repulsion and the
+            learned energy (weights ``repulsion_weight``, ``energy_weight``).
+        steps: integration steps of the flow.
+        batch_size: crystals sampled at once.
+        device: ``"cpu"`` or ``"cuda"``.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        *,
+        energy_model: Any = None,
+        physics: bool = True,
+        repulsion_weight: float = 1.0,
+        energy_weight: float = 0.05,
+        guidance_start: float = 0.6,
+        steps: int = 50,
+        coord_speedup: float = 0.0,
+        batch_size: int = 1000,
+        device: str | torch.device = "cpu",
+    ):
+        self.flow = resolve_generator(model, device=device).eval()
+        self.device = torch.device(device)
+        self._energy_model_arg = energy_model
+        self._energy_model = None
+        self.physics = physics
+        self.repulsion_weight, self.energy_weight = repulsion_weight, energy_weight
+        self.guidance_start, self.steps, self.coord_speedup = guidance_start, steps, coord_speedup
+        self.batch_size = batch_size
+
+    # pymatgen.ext clients are context managers
+    def __enter__(self) -> CrystalStructureSource:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @property
+    def conditions(self) -> list[str]:
+        """Datasets the generator is conditioned on (``condition=`` values)."""
+        return list(self.flow.conditions)
+
+    @property
+    def elements(self) -> list[str]:
+        """Elements the generator can place."""
+        return list(self.flow.elements)
+
+    def energy_model(self):
+        """The energy model used for physics guidance and relaxation (loaded once)."""
+        if self._energy_model is None:
+            from crystalgnn_plugins.models.pretrained import resolve_model
+
+            self._energy_model = resolve_model(self._energy_model_arg, device=self.device)
+        return self._energy_model
+
+    def _guidance(self, target) -> list:
+        from crystalgnn_plugins.generation.guidance import EnergyTerm, PropertyTerm, RepulsionTerm
+
+        terms: list = []
+        if self.physics:
+            terms.append(RepulsionTerm(self.repulsion_weight))
+            if self.energy_weight:
+                terms.append(EnergyTerm(self.energy_model(), self.energy_weight))
+        if target is not None:
+            if isinstance(target, dict):
+                target = PropertyTerm(**target)
+            terms.append(target)
+        return terms
+
+    def _plan(self, n, composition, chemsys, num_atoms, condition, rng):
+        """Atom counts, fixed species and allowed species for ``n`` crystals."""
+        from pymatgen.core import Composition
+
+        flow = self.flow
+        cond = flow.condition_index(condition)
+        k = len(flow.elements)
+        species = allowed = None
+        if composition is not None:
+            comp = Composition(composition)
+            unknown = sorted({el.symbol for el in comp.elements} - set(flow.elements))
+            if unknown:
+                raise ValueError(f"composition {comp.formula!r}: elements {unknown} are unknown to this generator")
+            reduced, _ = comp.get_reduced_composition_and_factor()
+            unit = int(round(reduced.num_atoms))
+            if num_atoms is None:
+                z_counts = [m for m in range(1, 9) if float(comp.num_atoms) <= m * unit and (m * unit) in _support(flow, cond)]
+                num_atoms = max(int(round(comp.num_atoms)), z_counts[0] * unit if z_counts else unit)
+            if num_atoms % unit:
+                raise ValueError(f"num_atoms={num_atoms} is not a multiple of the {unit} atoms of {reduced.formula}")
+            factor = num_atoms // unit
+            symbols = [el.symbol for el, amt in sorted(reduced.items(), key=lambda x: x[0].X) for _ in range(int(round(amt)) * factor)]
+            one = torch.tensor([flow.elements.index(s) for s in symbols])
+            species = one.repeat(n)
+            counts = torch.full((n,), len(symbols))
+        else:
+            if num_atoms is not None:
+                if not 1 <= int(num_atoms) <= len(flow.num_atoms_probs[cond]) - 1:
+                    raise ValueError(f"num_atoms={num_atoms} is out of range for this generator")
+                counts = torch.full((n,), int(num_atoms))
+            else:
+                probs = flow.num_atoms_probs[cond].cpu().double().numpy()
+                counts = torch.tensor(rng.choice(len(probs), size=n, p=probs / probs.sum()))
+            if chemsys is not None:
+                els = [e.strip() for e in (chemsys.split("-") if isinstance(chemsys, str) else chemsys)]
+                unknown = sorted(set(els) - set(flow.elements))
+                if unknown:
+                    raise ValueError(f"chemsys {chemsys!r}: elements {unknown} are unknown to this generator")
+                mask = torch.zeros(k, dtype=torch.bool)
+                mask[[flow.elements.index(e) for e in els]] = True
+                allowed = mask.expand(n, k)
+        return counts, species, allowed, torch.full((n,), cond)
+
+    def get_structures(
+        self,
+        n: int,
+        *,
+        composition: Any = None,
+        chemsys: str | Sequence[str] | None = None,
+        num_atoms: int | None = None,
+        target: Any = None,
+        relax: bool = False,
+        seed: int | None = None,
+        condition: str | None = None,
+        valid_only: bool = True,
+    ) -> list:
+        """Generate ``n`` crystals.
+
+        Args:
+            n: number of structures.
+            composition: a formula or ``Composition``: crystal structure
+                prediction for that composition (species fixed).
+            chemsys: e.g. ``"Sr-Ti-O"``: species restricted to these elements.
+            num_atoms: atoms per cell (default: drawn from the training data).
+            target: a :class:`~crystalgnn_plugins.generation.PropertyTerm` or the
+                dict of its arguments, e.g. ``{"model": path, "below": 0.44}``.
+            relax: relax every sample with the energy model (batched FIRE +
+                Fréchet cell filter, fmax 0.05 eV/Å, 500 steps).
+            seed: makes the sampling reproducible.
+            condition: dataset the samples should resemble (``self.conditions``).
+            valid_only: drop samples with distances below 0.5 Å or volume below
+                0.1 Å³ and sample again until ``n`` are valid (at most 10 rounds).
+
+        Returns:
+            ``n`` pymatgen ``Structure``s; ``properties["generation"]`` holds the
+            provenance (generator, version, seed, condition, guidance, relaxation).
+        """
+        from pymatgen.core import Lattice, Structure
+
+        from crystalgnn_plugins.generation.sampling import sample_flow
+
+        if n < 1:
+            raise ValueError(f"n must be a positive number of structures, got {n}")
+        rng = np.random.default_rng(seed)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        terms = self._guidance(target)
+        out: list = []
+        rounds = 0
+        start = time.perf_counter()
+        while len(out) < n and rounds < 10:
+            rounds += 1
+            for lo in range(0, n - len(out), self.batch_size):
+                m = min(self.batch_size, n - len(out) - lo)
+                counts, species, allowed, cond = self._plan(m, composition, chemsys, num_atoms, condition, rng)
+                raw = sample_flow(
+                    self.flow, counts, cond, species=species, allowed=allowed, steps=self.steps,
+                    guidance=terms, guidance_start=self.guidance_start, coord_speedup=self.coord_speedup,
+                    generator=gen,
+                )
+                sp, fr, lat = raw.species.cpu(), raw.frac.detach().cpu().double().numpy(), raw.lattice.detach().cpu().double().numpy()
+                first = 0
+                for b, cnt in enumerate(raw.num_atoms.tolist()):
+                    s = Structure(
+                        Lattice(lat[b]), [self.flow.elements[i] for i in sp[first : first + cnt]], fr[first : first + cnt]
+                    )
+                    first += cnt
+                    if valid_only and not _is_valid(s):
+                        continue
+                    s.properties["generation"] = {
+                        "generator": "crystal_flow", "package_version": __version__, "seed": seed,
+                        "condition": self.flow.conditions[int(cond[b])], "steps": self.steps,
+                        "composition": None if composition is None else str(composition),
+                        "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
+                        "guidance": [type(t).__name__ for t in terms],
+                    }
+                    out.append(s)
+        if len(out) < n:
+            warnings.warn(f"only {len(out)} of {n} samples were valid after {rounds} rounds", stacklevel=2)
+        out = out[:n]
+        if relax and out:
+            out = self._relax(out)
+        for s in out:
+            s.properties["generation"]["seconds_per_structure"] = (time.perf_counter() - start) / len(out)
+        return out
+
+    def _relax(self, structures: list) -> list:
+        from crystalgnn_plugins.relaxation import relax
+
+        with warnings.catch_warnings():
+            # non-convergence is recorded per structure below, not only warned about
+            warnings.simplefilter("ignore")
+            results = relax(structures, self.energy_model(), batched=True, on_error="skip")
+        relaxed = []
+        for s, res in zip(structures, results):
+            new = res.structure.copy()
+            new.properties = dict(s.properties)
+            new.properties["generation"] = dict(s.properties["generation"])
+            new.properties["generation"]["relaxation"] = {
+                "converged": bool(res.converged),
+                "steps": int(res.steps),
+                "energy_eV": float(res.energy),
+                "energy_per_atom_eV": float(res.energy_per_atom),
+                "error": res.error,
+            }
+            relaxed.append(new)
+        return relaxed
+
+
+def _support(flow, cond: int) -> set[int]:
+    probs = flow.num_atoms_probs[cond]
+    return {int(i) for i in torch.nonzero(probs > 0).flatten()}
+
+
+__all__ = ["CrystalStructureSource", "resolve_generator"]
