@@ -31,6 +31,28 @@ def _subsample(records, n: int | None, seed: int):
     return [records[i] for i in sorted(idx)]
 
 
+def _export(model, train_set, test_set, args) -> None:
+    """Rebuild the model of a checkpoint, save it and print its test errors."""
+    from pathlib import Path
+
+    from crystalgnn_plugins.models import save_model
+    from crystalgnn_plugins.training.evaluate import evaluate
+
+    model.set_elements({s for r in train_set for s in r.atoms.get_chemical_symbols()})
+    state = torch.load(args.export_checkpoint, map_location="cpu", weights_only=True)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
+    model.eval()
+    path = save_model(model, Path(args.out) / "export", extra={"checkpoint": str(args.export_checkpoint), "epoch": state.get("epoch")})
+    test = evaluate(model, test_set, ["energy", "forces", "stress"])
+    print(json.dumps({
+        "model": str(path), "epoch": state.get("epoch"),
+        "energy_mae_meV_per_atom": 1000 * test["energy_per_atom"]["mae"],
+        "force_mae_meV_per_A": 1000 * test["forces"]["mae"],
+        "stress_mae_GPa": test["stress_gpa"]["mae"],
+        "num_test_frames": len(test_set),
+    }, indent=2))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", required=True, help="frames.db written by make_dataset.py")
@@ -53,6 +75,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument(
+        "--export-checkpoint", default=None, metavar="CKPT",
+        help="do not train: save the model of this Lightning checkpoint (e.g. OUT/checkpoints/best.ckpt) "
+        "to OUT/export and print its held-out errors (the other options must match the run)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -71,6 +98,9 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
+    if args.export_checkpoint:
+        _export(model, train_set, test_set, args)
+        return
     result = train(
         train_set, val_set, test_set, model=model, targets=["energy", "forces", "stress"],
         weights={"energy": 1.0, "forces": args.force_weight, "stress": args.stress_weight},

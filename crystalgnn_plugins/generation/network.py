@@ -77,7 +77,15 @@ class _MessageLayer(nn.Module):
 
     def forward(self, h, edge_index, edge_attr):
         i, j = edge_index
-        m = self.edge(torch.cat([h[i], h[j], edge_attr], -1))
+        # edge(cat[h_i, h_j, e]) with the first linear map split by blocks: the node
+        # parts are computed once per atom and gathered (same parameters, fewer flops)
+        first = self.edge[0]
+        hidden = h.shape[-1]
+        w = first.weight
+        node_i = h @ w[:, :hidden].T
+        node_j = h @ w[:, hidden : 2 * hidden].T
+        pre = node_i[i] + node_j[j] + edge_attr @ w[:, 2 * hidden :].T + first.bias
+        m = self.edge[3](self.edge[2](self.edge[1](pre)))
         agg = _scatter_mean(m, i, h.shape[0])
         return h + self.node(torch.cat([self.norm(h), agg], -1)), m
 
