@@ -213,8 +213,6 @@ class CrystalStructureSource:
             ``n`` pymatgen ``Structure``s; ``properties["generation"]`` holds the
             provenance (generator, version, seed, condition, guidance, relaxation).
         """
-        from pymatgen.core import Lattice, Structure
-
         from crystalgnn_plugins.generation.sampling import sample_flow
 
         if n < 1:
@@ -227,31 +225,18 @@ class CrystalStructureSource:
         start = time.perf_counter()
         while len(out) < n and rounds < 10:
             rounds += 1
-            for lo in range(0, n - len(out), self.batch_size):
-                m = min(self.batch_size, n - len(out) - lo)
+            need = n - len(out)
+            for lo in range(0, need, self.batch_size):
+                m = min(self.batch_size, need - lo)
                 counts, species, allowed, cond = self._plan(m, composition, chemsys, num_atoms, condition, rng)
                 raw = sample_flow(
                     self.flow, counts, cond, species=species, allowed=allowed, steps=self.steps,
                     guidance=terms, guidance_start=self.guidance_start, coord_speedup=self.coord_speedup,
                     generator=gen,
                 )
-                sp, fr, lat = raw.species.cpu(), raw.frac.detach().cpu().double().numpy(), raw.lattice.detach().cpu().double().numpy()
-                first = 0
-                for b, cnt in enumerate(raw.num_atoms.tolist()):
-                    s = Structure(
-                        Lattice(lat[b]), [self.flow.elements[i] for i in sp[first : first + cnt]], fr[first : first + cnt]
-                    )
-                    first += cnt
-                    if valid_only and not _is_valid(s):
-                        continue
-                    s.properties["generation"] = {
-                        "generator": "crystal_flow", "package_version": __version__, "seed": seed,
-                        "condition": self.flow.conditions[int(cond[b])], "steps": self.steps,
-                        "composition": None if composition is None else str(composition),
-                        "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
-                        "guidance": [type(t).__name__ for t in terms],
-                    }
-                    out.append(s)
+                out.extend(self._to_structures(
+                    raw, cond, seed, composition, chemsys, [type(t).__name__ for t in terms], valid_only
+                ))
         if len(out) < n:
             warnings.warn(f"only {len(out)} of {n} samples were valid after {rounds} rounds", stacklevel=2)
         out = out[:n]
@@ -259,6 +244,77 @@ class CrystalStructureSource:
             out = self._relax(out)
         for s in out:
             s.properties["generation"]["seconds_per_structure"] = (time.perf_counter() - start) / len(out)
+        return out
+
+    # ------------------------------------------------------------------ latent space
+    def encode(self, structures: Sequence[Any], condition: str | None = None) -> np.ndarray:
+        """Latent means ``(n, latent_dim)`` of known crystals (invariant to rotations,
+        translations, permutations and periodic images)."""
+        flow = self.flow
+        batch = flow.batch_from_structures(list(structures), condition).to(self.device)
+        with torch.no_grad():
+            mu, _ = flow.encode(batch)
+        return mu.cpu().numpy()
+
+    def decode(
+        self, z: np.ndarray, num_atoms: int | Sequence[int], *, condition: str | None = None,
+        composition: Any = None, seed: int | None = 0,
+    ) -> list:
+        """Crystals generated from latent codes ``z`` ``(n, latent_dim)``. The same
+        ``seed`` uses the same prior noise for every code, so nearby codes give
+        related crystals (interpolation, latent optimisation)."""
+        from crystalgnn_plugins.generation.sampling import sample_flow
+
+        z = torch.as_tensor(np.atleast_2d(z), dtype=self.flow.lattice_mean.dtype, device=self.device)
+        n = z.shape[0]
+        counts = torch.as_tensor(np.broadcast_to(np.asarray(num_atoms), (n,)).copy())
+        if len(set(counts.tolist())) != 1:
+            raise ValueError("decode: all codes must share one num_atoms (the prior noise is shared)")
+        species = None
+        if composition is not None:
+            _, species, _, _ = self._plan(1, composition, None, int(counts[0]), condition, np.random.default_rng(0))
+            species = species.repeat(n)
+        cond = torch.full((n,), self.flow.condition_index(condition))
+        out = []
+        for k in range(n):  # one code at a time with the same noise
+            gen = torch.Generator().manual_seed(0 if seed is None else int(seed))
+            raw = sample_flow(
+                self.flow, counts[k : k + 1], cond[k : k + 1], z=z[k : k + 1],
+                species=None if species is None else species[: int(counts[0])],
+                steps=self.steps, generator=gen, coord_speedup=self.coord_speedup,
+            )
+            out.extend(self._to_structures(raw, cond[k : k + 1], seed, composition, None, ["latent"]))
+        return out
+
+    def interpolate(self, start: Any, end: Any, num: int = 5, *, condition: str | None = None, seed: int | None = 0) -> list:
+        """``num`` crystals decoded along the straight line between the latents of
+        two structures with the same number of atoms."""
+        if len(start) != len(end):
+            raise ValueError(f"interpolate: {len(start)} and {len(end)} atoms; the end points need the same number")
+        z = self.encode([start, end], condition)
+        path = np.stack([(1 - w) * z[0] + w * z[1] for w in np.linspace(0, 1, num)])
+        return self.decode(path, len(start), condition=condition, seed=seed)
+
+    def _to_structures(self, raw, cond, seed, composition, chemsys, guidance, valid_only: bool = False) -> list:
+        from pymatgen.core import Lattice, Structure
+
+        sp = raw.species.cpu()
+        fr = raw.frac.detach().cpu().double().numpy()
+        lat = raw.lattice.detach().cpu().double().numpy()
+        out, first = [], 0
+        for b, cnt in enumerate(raw.num_atoms.tolist()):
+            s = Structure(Lattice(lat[b]), [self.flow.elements[i] for i in sp[first : first + cnt]], fr[first : first + cnt])
+            first += cnt
+            if valid_only and not _is_valid(s):
+                continue
+            s.properties["generation"] = {
+                "generator": "crystal_flow", "package_version": __version__, "seed": seed,
+                "condition": self.flow.conditions[int(cond[b])], "steps": self.steps,
+                "composition": None if composition is None else str(composition),
+                "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
+                "guidance": list(guidance),
+            }
+            out.append(s)
         return out
 
     def _relax(self, structures: list) -> list:
