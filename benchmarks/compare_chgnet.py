@@ -219,6 +219,7 @@ def section_accuracy(args, model) -> dict:
     t0 = time.perf_counter()
     metrics = evaluate(model, kept, targets=["energy", "forces", "stress"], batch_size=args.batch_size)
     wall = time.perf_counter() - t0
+    breakdown = accuracy_breakdown(model, kept, db, args.batch_size)
     out = {
         "frames_total": n_total,
         "frames_sampled": len(records),
@@ -230,8 +231,50 @@ def section_accuracy(args, model) -> dict:
         "stress_mae_gpa": metrics["stress_gpa"]["mae"] if "stress_gpa" in metrics else None,
         "energy_rmse_mev_per_atom": 1e3 * metrics["energy_per_atom"]["rmse"],
         "wall_s": wall,
+        **breakdown,
     }
     log(f"[accuracy] done in {wall:.1f} s")
+    return out
+
+
+def accuracy_breakdown(model, records, db: Path, batch_size: int) -> dict:
+    """Energy (meV/atom) and force (meV/Å) MAE of the test frames by parent source,
+    by frame kind and by element (energy: frames containing the element; forces:
+    atoms of the element), for the model card."""
+    from ase.db import connect
+
+    from crystalgnn_plugins.training.evaluate import predict
+
+    with connect(db) as conn:  # rec.id is the row id (the frames carry no id key)
+        meta = {str(row.id): (row.get("source", "?"), row.get("kind", "?")) for row in conn.select("split=test")}
+    pred = predict(model, [r.atoms for r in records], batch_size=batch_size)
+    e_err, f_err = [], []
+    groups: dict[str, dict[str, list[float]]] = {"by_source": {}, "by_kind": {}}
+    per_element_e: dict[str, list[float]] = {}
+    per_element_f: dict[str, list[float]] = {}
+    for rec, energy, forces in zip(records, pred["energy"], pred["forces"]):
+        n = len(rec.atoms)
+        de = 1e3 * abs(float(energy) - rec.targets["energy"]) / n
+        df = 1e3 * np.abs(np.asarray(forces) - rec.targets["forces"])  # (n, 3)
+        e_err.append(de)
+        f_err.append(df.mean())
+        source, kind = meta.get(rec.id, ("?", "?"))
+        for key, name in (("by_source", source), ("by_kind", kind)):
+            groups[key].setdefault(name, []).append((de, df.mean()))
+        symbols = np.array(rec.atoms.get_chemical_symbols())
+        for el in set(symbols):
+            per_element_e.setdefault(el, []).append(de)
+            per_element_f.setdefault(el, []).extend(df[symbols == el].ravel().tolist())
+    out = {
+        key: {name: {"frames": len(v), "energy_mae_mev_per_atom": float(np.mean([a for a, _ in v])),
+                     "force_mae_mev_per_A": float(np.mean([b for _, b in v]))} for name, v in sorted(g.items())}
+        for key, g in groups.items()
+    }
+    out["by_element"] = {
+        el: {"frames": len(per_element_e[el]), "energy_mae_mev_per_atom": float(np.mean(per_element_e[el])),
+             "force_mae_mev_per_A": float(np.mean(per_element_f[el]))}
+        for el in sorted(per_element_e)
+    }
     return out
 
 
@@ -593,6 +636,13 @@ def print_report(report: dict) -> None:
             log(f"energy MAE              {_fmt(acc['energy_mae_mev_per_atom'], '.1f')} meV/atom")
             log(f"force MAE               {_fmt(acc['force_mae_mev_per_A'], '.1f')} meV/Å")
             log(f"stress MAE              {_fmt(acc['stress_mae_gpa'], '.3f')} GPa")
+            for key in ("by_source", "by_kind"):
+                for name, v in acc.get(key, {}).items():
+                    log(f"  {name:<22}{v['frames']:>6} frames  E {v['energy_mae_mev_per_atom']:7.1f} meV/atom"
+                        f"  F {v['force_mae_mev_per_A']:7.1f} meV/Å")
+            worst = sorted(acc.get("by_element", {}).items(), key=lambda kv: -kv[1]["energy_mae_mev_per_atom"])[:10]
+            log("  worst elements (energy MAE of frames containing them, meV/atom): "
+                + ", ".join(f"{el} {v['energy_mae_mev_per_atom']:.0f}" for el, v in worst))
     rel = report.get("relax")
     if rel:
         n = rel["structures"]
