@@ -120,6 +120,28 @@ def register_models(register: Register) -> None:
 
 
 @hookspec
+def register_pretrained(register: Register) -> None:
+    """Register named trained models (weights a plugin ships or knows where to find).
+
+    The object is a saved-model directory (``str`` or ``Path``, as written by
+    ``crystalgnn_plugins.models.save_model``) or a zero-argument callable
+    returning one; ``GNNCalculator(model="name")``, ``resolve_model("name")`` and
+    ``CrystalStructureSource("name")`` then load it. It must not download
+    anything unless the user asked for it. The shipped ``default`` potential and
+    ``generator`` register through this hook.
+
+    Example::
+
+        @hookimpl
+        def register_pretrained(register):
+            from importlib.resources import files
+
+            register("my-potential", files("myplugin") / "weights" / "potential",
+                     description="my potential, trained on ...")
+    """
+
+
+@hookspec
 def register_readers(register: Register) -> None:
     """Register data readers.
 

@@ -63,6 +63,7 @@ REGISTRIES: tuple[str, ...] = (
     "explainers",
     "generators",
     "models",
+    "pretrained",
     "readers",
 )
 
@@ -81,6 +82,7 @@ _SINGULAR = {
     "explainers": "explainer",
     "generators": "generator",
     "models": "model",
+    "pretrained": "pretrained model",
     "readers": "reader",
     "plugins": "plugin",
 }

@@ -14,5 +14,6 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "crystalgnn_plugins.builtins.encoders",
     "crystalgnn_plugins.builtins.losses",
     "crystalgnn_plugins.builtins.models",
+    "crystalgnn_plugins.builtins.pretrained",
     "crystalgnn_plugins.builtins.readers",
 )

@@ -17,10 +17,25 @@ DEFAULT_MODEL = "default"
 
 
 def available_models() -> list[str]:
-    """Names of the models shipped in the package."""
-    if not PRETRAINED_DIR.is_dir():
-        return []
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+    """Names of the registered trained models (shipped ones and those of plugins,
+    hook ``register_pretrained``)."""
+    from crystalgnn_plugins.plugins import get_registry
+
+    return get_registry("pretrained").names()
+
+
+def pretrained_path(name: str) -> Path | None:
+    """The saved-model directory registered under ``name``, or ``None``."""
+    from crystalgnn_plugins.plugins import get_registry
+
+    registry = get_registry("pretrained")
+    if name not in registry:
+        return None
+    obj = registry.get(name)
+    path = obj() if callable(obj) else obj
+    if isinstance(path, CrystalModel):
+        raise ModelFileError(f"pretrained model {name!r} must be registered as a directory, got a model instance")
+    return Path(path)
 
 
 def resolve_model(
@@ -29,23 +44,31 @@ def resolve_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
 ) -> CrystalModel:
-    """A model from an instance, a saved-model directory, or a shipped model name
-    (``None`` is the shipped default)."""
+    """A model from an instance, a saved-model directory, or the name of a
+    registered trained model (``None`` is the shipped default potential)."""
     if isinstance(model, CrystalModel):
         param = next(model.parameters())
         if param.device == torch.device(device) and dtype in (None, param.dtype):
             return model
         # never convert the caller's model in place
         return copy.deepcopy(model).to(device=device, dtype=dtype or param.dtype)
+    return load_model(model_path(model), device=device, dtype=dtype)
+
+
+def model_path(model: str | os.PathLike | None) -> Path:
+    """The directory of a saved model given as a path or a registered name
+    (``None``: the shipped default potential). Raises ``ModelFileError``."""
     name = DEFAULT_MODEL if model is None else model
     path = Path(name)
     if path.exists():
-        return load_model(path, device=device, dtype=dtype)
-    shipped = PRETRAINED_DIR / str(name)
-    if (shipped / CONFIG_FILE).is_file():
-        return load_model(shipped, device=device, dtype=dtype)
+        return path
+    registered = pretrained_path(str(name))
+    if registered is not None:
+        if not (registered / CONFIG_FILE).is_file():
+            raise ModelFileError(f"pretrained model {str(name)!r} is registered at {registered}, which holds no saved model")
+        return registered
     available = available_models()
     raise ModelFileError(
-        f"no model {str(name)!r}: not a saved-model directory and not a shipped model "
-        f"(shipped: {', '.join(available) if available else 'none yet'})"
+        f"no model {str(name)!r}: not a saved-model directory and not a registered trained model "
+        f"(registered: {', '.join(available) if available else 'none'})"
     )

@@ -424,6 +424,7 @@ def test_default_plugins_tuple() -> None:
         "crystalgnn_plugins.builtins.encoders",
         "crystalgnn_plugins.builtins.losses",
         "crystalgnn_plugins.builtins.models",
+        "crystalgnn_plugins.builtins.pretrained",
         "crystalgnn_plugins.builtins.readers",
     )
 
