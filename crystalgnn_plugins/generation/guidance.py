@@ -107,8 +107,8 @@ class EnergyTerm:
         self.weight = float(weight)
 
     def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
-        known = set(self.model.elements or [])
-        ok = torch.tensor([e in known for e in ctx.elements], device=probs.device)
+        known = self.model.elements  # None: the model takes any element
+        ok = torch.tensor([known is None or e in known for e in ctx.elements], device=probs.device)
         crystal_ok = torch.ones(len(ctx.num_atoms), dtype=torch.bool, device=probs.device)
         atom_batch = torch.repeat_interleave(torch.arange(len(ctx.num_atoms), device=probs.device), ctx.num_atoms)
         bad_atoms = ~ok[probs.argmax(-1)]

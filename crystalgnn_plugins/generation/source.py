@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,17 +32,12 @@ def resolve_generator(model: Any = None, *, device: str | torch.device = "cpu"):
     """A :class:`~crystalgnn_plugins.generation.CrystalFlow` from an instance, a
     saved-model directory or a shipped name (``None``: the shipped default)."""
     from crystalgnn_plugins.generation.flow import CrystalFlow
-    from crystalgnn_plugins.models.io import CONFIG_FILE, ModelFileError, load_model
-    from crystalgnn_plugins.models.pretrained import PRETRAINED_DIR
+    from crystalgnn_plugins.models.io import ModelFileError, load_model
+    from crystalgnn_plugins.models.pretrained import model_path
 
     if isinstance(model, CrystalFlow):
         return model.to(device)
-    name = DEFAULT_GENERATOR if model is None else model
-    path = Path(name)
-    if not path.exists():
-        path = PRETRAINED_DIR / str(name)
-    if not (path / CONFIG_FILE).is_file():
-        raise ModelFileError(f"no generator {str(name)!r}: not a saved-model directory and not a shipped model")
+    path = model_path(DEFAULT_GENERATOR if model is None else model)
     flow = load_model(path, device=device)
     if not isinstance(flow, CrystalFlow):
         raise ModelFileError(f"{path}: holds a {type(flow).__name__}, not a crystal generator")
@@ -71,6 +65,8 @@ class CrystalStructureSource:
             learned energy (weights ``repulsion_weight``, ``energy_weight``).
         steps: integration steps of the flow.
         batch_size: crystals sampled at once.
+        relax_kwargs: options of :func:`crystalgnn_plugins.relaxation.relax` for
+            ``relax=True`` (default fmax 0.05 eV/Å, 500 steps, cell relaxed).
         device: ``"cpu"`` or ``"cuda"``.
     """
 
@@ -86,6 +82,7 @@ class CrystalStructureSource:
         steps: int = 50,
         coord_speedup: float = 0.0,
         batch_size: int = 1000,
+        relax_kwargs: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
     ):
         self.flow = resolve_generator(model, device=device).eval()
@@ -96,6 +93,7 @@ class CrystalStructureSource:
         self.repulsion_weight, self.energy_weight = repulsion_weight, energy_weight
         self.guidance_start, self.steps, self.coord_speedup = guidance_start, steps, coord_speedup
         self.batch_size = batch_size
+        self.relax_kwargs = dict(relax_kwargs or {})
 
     # pymatgen.ext clients are context managers
     def __enter__(self) -> CrystalStructureSource:
@@ -141,19 +139,27 @@ class CrystalStructureSource:
         from pymatgen.core import Composition
 
         flow = self.flow
-        cond = flow.condition_index(condition)
         k = len(flow.elements)
         species = allowed = None
         if composition is not None:
             comp = Composition(composition)
-            unknown = sorted({el.symbol for el in comp.elements} - set(flow.elements))
+            symbols_in = {el.symbol for el in comp.elements}
+            unknown = sorted(symbols_in - set(flow.elements))
             if unknown:
                 raise ValueError(f"composition {comp.formula!r}: elements {unknown} are unknown to this generator")
+            if chemsys is not None and not symbols_in <= set(_chemsys_elements(chemsys)):
+                raise ValueError(f"composition {comp.formula!r} has elements outside chemsys {chemsys!r}")
+            cond = flow.condition_index(condition) if condition is not None else self._condition_for(symbols_in)
             reduced, _ = comp.get_reduced_composition_and_factor()
+            if any(abs(amt - round(amt)) > 1e-6 for amt in reduced.values()):
+                raise ValueError(f"composition {comp.formula!r}: amounts must be whole numbers of atoms")
             unit = int(round(reduced.num_atoms))
             if num_atoms is None:
                 z_counts = [m for m in range(1, 9) if float(comp.num_atoms) <= m * unit and (m * unit) in _support(flow, cond)]
                 num_atoms = max(int(round(comp.num_atoms)), z_counts[0] * unit if z_counts else unit)
+            max_atoms = len(flow.num_atoms_probs[cond]) - 1
+            if not 1 <= num_atoms <= max_atoms:
+                raise ValueError(f"num_atoms={num_atoms} is out of range for this generator (1 to {max_atoms})")
             if num_atoms % unit:
                 raise ValueError(f"num_atoms={num_atoms} is not a multiple of the {unit} atoms of {reduced.formula}")
             factor = num_atoms // unit
@@ -162,6 +168,7 @@ class CrystalStructureSource:
             species = one.repeat(n)
             counts = torch.full((n,), len(symbols))
         else:
+            cond = flow.condition_index(condition)
             if num_atoms is not None:
                 if not 1 <= int(num_atoms) <= len(flow.num_atoms_probs[cond]) - 1:
                     raise ValueError(f"num_atoms={num_atoms} is out of range for this generator")
@@ -170,7 +177,7 @@ class CrystalStructureSource:
                 probs = flow.num_atoms_probs[cond].cpu().double().numpy()
                 counts = torch.tensor(rng.choice(len(probs), size=n, p=probs / probs.sum()))
             if chemsys is not None:
-                els = [e.strip() for e in (chemsys.split("-") if isinstance(chemsys, str) else chemsys)]
+                els = _chemsys_elements(chemsys)
                 unknown = sorted(set(els) - set(flow.elements))
                 if unknown:
                     raise ValueError(f"chemsys {chemsys!r}: elements {unknown} are unknown to this generator")
@@ -178,6 +185,17 @@ class CrystalStructureSource:
                 mask[[flow.elements.index(e) for e in els]] = True
                 allowed = mask.expand(n, k)
         return counts, species, allowed, torch.full((n,), cond)
+
+    def _condition_for(self, symbols: set[str]) -> int:
+        """The condition under which the elements are most likely (training
+        species frequencies); the first condition if none has them all."""
+        probs = self.flow.species_probs.detach().cpu().double()
+        idx = [self.flow.elements.index(e) for e in symbols]
+        support = (probs[:, idx] > 0).all(-1)
+        if not support.any():
+            return 0
+        score = torch.log(probs[:, idx].clamp_min(1e-300)).sum(-1).masked_fill(~support, float("-inf"))
+        return int(score.argmax())
 
     def get_structures(
         self,
@@ -203,9 +221,11 @@ class CrystalStructureSource:
             target: a :class:`~crystalgnn_plugins.generation.PropertyTerm` or the
                 dict of its arguments, e.g. ``{"model": path, "below": 0.44}``.
             relax: relax every sample with the energy model (batched FIRE +
-                Fréchet cell filter, fmax 0.05 eV/Å, 500 steps).
+                Fréchet cell filter; ``relax_kwargs``, default fmax 0.05 eV/Å, 500 steps).
             seed: makes the sampling reproducible.
-            condition: dataset the samples should resemble (``self.conditions``).
+            condition: dataset the samples should resemble (``self.conditions``);
+                default: with a composition, the condition whose training species
+                make it most likely, else the first.
             valid_only: drop samples with distances below 0.5 Å or volume below
                 0.1 Å³ and sample again until ``n`` are valid (at most 10 rounds).
 
@@ -215,8 +235,8 @@ class CrystalStructureSource:
         """
         from crystalgnn_plugins.generation.sampling import sample_flow
 
-        if n < 1:
-            raise ValueError(f"n must be a positive number of structures, got {n}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"n must be a positive whole number of structures, got {n!r}")
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         terms = self._guidance(target)
@@ -323,7 +343,7 @@ class CrystalStructureSource:
         with warnings.catch_warnings():
             # non-convergence is recorded per structure below, not only warned about
             warnings.simplefilter("ignore")
-            results = relax(structures, self.energy_model(), batched=True, on_error="skip")
+            results = relax(structures, self.energy_model(), batched=True, on_error="skip", **self.relax_kwargs)
         relaxed = []
         for s, res in zip(structures, results):
             new = res.structure.copy()
@@ -338,6 +358,10 @@ class CrystalStructureSource:
             }
             relaxed.append(new)
         return relaxed
+
+
+def _chemsys_elements(chemsys: str | Sequence[str]) -> list[str]:
+    return [e.strip() for e in (chemsys.split("-") if isinstance(chemsys, str) else chemsys)]
 
 
 def _support(flow, cond: int) -> set[int]:

@@ -28,6 +28,7 @@ class GenerateStructuresTransformation(AbstractTransformation):
 
     def __init__(self, model: Any = None, relax: bool = True, seed: int | None = None, **source_kwargs: Any):
         self.model, self.relax, self.seed, self.source_kwargs = model, bool(relax), seed, source_kwargs
+        self.kwargs = source_kwargs  # what MSONable.as_dict records for **kwargs
         self._source = None
 
     @property

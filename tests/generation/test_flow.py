@@ -1,0 +1,244 @@
+"""``CrystalFlow``: data handling, statistics, loss and gradients, latent encoder, save/load."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from crystalgnn_plugins.generation import CrystalFlow, resolve_generator, sample_flow
+from crystalgnn_plugins.generation.flow import MAX_ATOMS, CrystalBatch
+from crystalgnn_plugins.generation.lattice import lattice_to_log, log_to_lattice
+from crystalgnn_plugins.models.io import ModelFileError, load_model, read_model_metadata, save_model
+
+PEROV, CARBON = "perov", "carbon"
+
+#: heads of the latent encoder that only the flow network uses: the encoder's
+#: output is its pooled crystal features, so these never receive gradients
+ENCODER_UNUSED = ("encoder.disp_head.", "encoder.edge_lattice_head.", "encoder.cell_lattice_head.", "encoder.species_head.")
+
+
+def small_batch(flow, dataset, k=12) -> CrystalBatch:
+    structures, conditions = dataset
+    picks = list(range(0, 40, 40 // (k // 2))) + list(range(40, 60, 20 // (k - k // 2)))
+    return flow.batch_from_structures([structures[i] for i in picks], [conditions[i] for i in picks]).to(dtype=torch.float64)
+
+
+# ------------------------------------------------------------------ data
+def test_batch_from_structures(tiny_flow, dataset):
+    structures, conditions = dataset
+    batch = tiny_flow.batch_from_structures(structures[:3] + structures[40:42], conditions[:3] + conditions[40:42])
+    assert batch.num_atoms.tolist() == [len(s) for s in structures[:3] + structures[40:42]]
+    assert batch.frac.shape == (int(batch.num_atoms.sum()), 3) and batch.lattice.shape == (5, 3, 3)
+    assert (batch.frac >= 0).all() and (batch.frac <= 1).all()
+    assert batch.condition.tolist() == [0, 0, 0, 1, 1]  # conditions as given to CrystalFlow: perov, carbon
+    # species in the vocabulary, composition kept
+    elements = [tiny_flow.elements[i] for i in batch.species[:5]]
+    assert sorted(elements) == sorted(sp.symbol for sp in structures[0].species)
+    # Niggli reduction keeps volume and the Gram-invariant shape (lengths)
+    for k, s in enumerate(structures[:3] + structures[40:42]):
+        vol = torch.linalg.det(batch.lattice[k].double()).abs()
+        assert vol.item() == pytest.approx(s.volume, rel=1e-5)
+
+
+def test_batch_from_structures_errors(tiny_flow):
+    li = Structure(Lattice.cubic(3.0), ["Li"], [[0, 0, 0]])
+    with pytest.raises(ValueError, match=r"structure x: elements \['Li'\] are not in the generator's vocabulary"):
+        tiny_flow.batch_from_structures([li], ids=["x"])
+    big = Structure(Lattice.cubic(20.0), ["C"] * (MAX_ATOMS + 1), np.random.default_rng(0).uniform(0, 1, (MAX_ATOMS + 1, 3)))
+    with pytest.raises(ValueError, match=f"at most {MAX_ATOMS}"):
+        tiny_flow.batch_from_structures([big])
+    with pytest.raises(ValueError, match="unknown condition 'mp_20'"):
+        tiny_flow.batch_from_structures([Structure(Lattice.cubic(3.0), ["C"], [[0, 0, 0]])], "mp_20")
+    with pytest.raises(ValueError, match="non-empty element vocabulary"):
+        CrystalFlow([])
+
+
+def test_config_round_trip(tiny_flow):
+    clone = CrystalFlow.from_config(tiny_flow.get_config())
+    assert clone.get_config() == tiny_flow.get_config()
+    assert clone.num_parameters == tiny_flow.num_parameters
+
+
+# ------------------------------------------------------------------ statistics
+def test_fit_statistics(tiny_flow, dataset):
+    structures, conditions = dataset
+    batch = tiny_flow.batch_from_structures(structures, conditions)
+    tiny_flow.fit_statistics(batch)
+    probs = tiny_flow.num_atoms_probs
+    assert probs.shape == (2, MAX_ATOMS + 1)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(2, dtype=probs.dtype))
+    perov, carbon = tiny_flow.condition_index(PEROV), tiny_flow.condition_index(CARBON)
+    assert probs[perov, 5] == 1.0
+    n_carbon = [len(s) for s, c in zip(structures, conditions) if c == CARBON]
+    for n in (2, 4, 8):
+        assert probs[carbon, n].item() == pytest.approx(n_carbon.count(n) / len(n_carbon))
+    assert set(torch.nonzero(probs[carbon]).flatten().tolist()) == {2, 4, 8}
+
+    sp = tiny_flow.species_probs
+    torch.testing.assert_close(sp.sum(-1), torch.ones(2, dtype=sp.dtype))
+    el = tiny_flow.elements.index
+    assert sp[carbon, el("C")] == 1.0
+    assert sp[perov, el("C")] == 0.0 and sp[perov, el("O")].item() == pytest.approx(0.6)
+    assert sp[perov, el("Ti")].item() == pytest.approx(0.1)  # Ti on half of the B sites
+
+    # lattice prior: volume per atom (geometric mean) and shape with zero trace
+    for cond, idx in ((PEROV, perov), (CARBON, carbon)):
+        vpa = [s.volume / len(s) for s, c in zip(structures, conditions) if c == cond]
+        assert tiny_flow.log_volume_per_atom[idx].item() == pytest.approx(np.mean(np.log(vpa)), abs=1e-5)
+        assert torch.trace(tiny_flow.lattice_mean[idx]).item() == pytest.approx(0.0, abs=1e-5)
+        assert 0.02 - 1e-6 <= tiny_flow.lattice_std[idx].item() < 0.5  # clamped at 0.02 (float32)
+    # the prior mean lattice of a 5-atom perovskite: a ~4 Å near-cubic cell
+    mean, std = tiny_flow.lattice_prior(torch.tensor([perov]), torch.tensor([5]))
+    cell = log_to_lattice(mean)[0]
+    assert torch.det(cell).item() == pytest.approx(5 * np.exp(np.mean(np.log(
+        [s.volume / 5 for s, c in zip(structures, conditions) if c == PEROV]))), rel=1e-4)
+    lengths = torch.linalg.norm(cell, dim=-1)
+    assert torch.allclose(lengths, torch.full((3,), 4.05, dtype=lengths.dtype), atol=0.15)
+
+
+def test_fit_statistics_of_the_trained_model(flow):
+    torch.testing.assert_close(flow.num_atoms_probs.sum(-1), torch.ones(len(flow.conditions)))
+    torch.testing.assert_close(flow.species_probs.sum(-1), torch.ones(len(flow.conditions)))
+    assert flow.conditions == [CARBON, PEROV] and flow.elements == ["Ba", "C", "Ca", "O", "Sr", "Ti", "Zr"]
+
+
+# ------------------------------------------------------------------ loss
+def test_loss_is_finite_with_gradients(tiny_flow, dataset):
+    batch = small_batch(tiny_flow, dataset)
+    tiny_flow.fit_statistics(batch)
+    tiny_flow.train()
+    torch.manual_seed(0)
+    terms = tiny_flow.loss(batch, repulsion_weight=1.0)
+    assert {"coords", "lattice", "species", "kl", "repulsion", "loss"} <= set(terms)
+    for name, value in terms.items():
+        assert value.dim() == 0 and torch.isfinite(value), name
+        assert value >= 0, name
+    total = terms["coords"] + terms["lattice"] + terms["species"] + 1e-3 * terms["kl"] + terms["repulsion"]
+    torch.testing.assert_close(terms["loss"], total)
+    terms["loss"].backward()
+    for name, p in tiny_flow.named_parameters():
+        if name.startswith(ENCODER_UNUSED):
+            assert p.grad is None, f"{name} should not be used by the loss"
+            continue
+        assert p.grad is not None, f"no gradient for {name}"
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"zero gradient for {name}"
+
+
+def test_loss_modes(tiny_flow, dataset):
+    batch = small_batch(tiny_flow, dataset)
+    tiny_flow.fit_statistics(batch)
+    torch.manual_seed(1)
+    # every crystal composition-given: no species loss; no latent: no KL, encoder unused
+    terms = tiny_flow.loss(batch, csp_fraction=1.0, latent_dropout=1.0)
+    assert terms["species"] == 0 and terms["kl"] == 0 and "repulsion" not in terms
+    terms["loss"].backward()
+    assert all(p.grad is None for name, p in tiny_flow.named_parameters() if name.startswith("encoder."))
+    assert tiny_flow.net.species_head[-1].weight.grad is None or tiny_flow.net.species_head[-1].weight.grad.abs().sum() == 0
+
+
+def test_loss_is_invariant_to_pose_and_images(tiny_flow, dataset):
+    """The same crystals rotated, translated and with other periodic images give the
+    same loss for the same noise (the flow works on S = ½ log(L Lᵀ) and on the torus)."""
+    from scipy.spatial.transform import Rotation
+
+    batch = small_batch(tiny_flow, dataset)
+    tiny_flow.fit_statistics(batch)
+    rot = torch.tensor(Rotation.random(random_state=4).as_matrix())
+    rng = np.random.default_rng(4)
+    images = torch.tensor(rng.integers(-2, 3, batch.frac.shape), dtype=torch.float64)
+    moved = CrystalBatch(batch.species, batch.frac + images, batch.lattice @ rot.T, batch.num_atoms, batch.condition)
+    torch.manual_seed(5)
+    ref = tiny_flow.loss(batch, repulsion_weight=1.0)
+    torch.manual_seed(5)
+    other = tiny_flow.loss(moved, repulsion_weight=1.0)
+    for k in ref:
+        torch.testing.assert_close(other[k], ref[k], atol=1e-9, rtol=1e-7, msg=lambda m, k=k: f"{k}: {m}")
+
+
+# ------------------------------------------------------------------ latent
+def test_encoder_is_invariant(tiny_flow, dataset):
+    from scipy.spatial.transform import Rotation
+
+    structures, conditions = dataset
+    picks = [0, 7, 41, 45]
+    batch = tiny_flow.batch_from_structures([structures[i] for i in picks], [conditions[i] for i in picks]).to(dtype=torch.float64)
+    tiny_flow.eval()
+    with torch.no_grad():
+        mu, logvar = tiny_flow.encode(batch)
+        assert mu.shape == (4, tiny_flow.latent_dim) and logvar.shape == (4, tiny_flow.latent_dim)
+        rot = torch.tensor(Rotation.random(random_state=1).as_matrix())
+        rng = np.random.default_rng(0)
+        moved = CrystalBatch(
+            batch.species, torch.remainder(batch.frac + torch.tensor(rng.uniform(0, 1, 3)), 1.0) + torch.tensor(rng.integers(-2, 3, batch.frac.shape)),
+            batch.lattice @ rot.T, batch.num_atoms, batch.condition,
+        )
+        torch.testing.assert_close(tiny_flow.encode(moved)[0], mu, atol=1e-10, rtol=1e-9)
+        # permute the atoms of the first crystal
+        perm = torch.cat([torch.tensor([4, 2, 0, 3, 1]), torch.arange(5, len(batch.species))])
+        permuted = CrystalBatch(batch.species[perm], batch.frac[perm], batch.lattice, batch.num_atoms, batch.condition)
+        torch.testing.assert_close(tiny_flow.encode(permuted)[0], mu, atol=1e-10, rtol=1e-9)
+        # the latent distinguishes crystals
+        assert (mu[0] - mu[2]).abs().max() > 1e-4
+
+
+def test_velocity_depends_only_on_the_log_lattice(tiny_flow):
+    """The flow runs in the rotation-free representation: a lattice and any rotation of
+    it give the same ``S`` and therefore the same velocities."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    lat = torch.tensor(4.0 * np.eye(3) + rng.normal(0, 0.3, (3, 3))).unsqueeze(0)
+    rot = torch.tensor(Rotation.random(random_state=2).as_matrix())
+    s, s_rot = lattice_to_log(lat), lattice_to_log(lat @ rot.T)
+    args = (torch.softmax(torch.tensor(rng.normal(size=(3, 7))), -1), torch.tensor(rng.uniform(size=(3, 3))))
+    rest = (torch.tensor([3]), torch.tensor([0.4], dtype=torch.float64), torch.tensor([0]))
+    with torch.no_grad():
+        a = tiny_flow.velocity(*args, s, *rest)
+        b = tiny_flow.velocity(*args, s_rot, *rest)
+    for k in ("frac_velocity", "lattice_action", "species_logits"):
+        torch.testing.assert_close(a[k], b[k], atol=1e-10, rtol=1e-9)
+
+
+# ------------------------------------------------------------------ save / load
+def test_training_report(trained_generator):
+    flow, model_dir, report = trained_generator
+    assert report["model_type"] == "crystal_flow" and report["epochs_run"] == 5
+    assert np.isfinite(report["best_val_loss"]) and report["num_parameters"] == flow.num_parameters
+    meta = read_model_metadata(model_dir)
+    assert meta["model_type"] == "crystal_flow" and meta["config"] == flow.get_config()
+    assert (model_dir.parent / "report.json").is_file()
+
+
+def test_save_load_round_trip(flow, model_dir, tmp_path, dataset):
+    loaded = load_model(model_dir)  # looked up in the models registry as "crystal_flow"
+    assert isinstance(loaded, CrystalFlow) and not loaded.training
+    state, state2 = flow.state_dict(), loaded.state_dict()
+    assert state.keys() == state2.keys()
+    for k in state:
+        assert torch.equal(state[k], state2[k]), k
+    # again through save_model/resolve_generator from a fresh directory
+    again = resolve_generator(save_model(loaded, tmp_path / "copy"))
+    structures, conditions = dataset
+    batch = flow.batch_from_structures(structures[::10], conditions[::10])
+    with torch.no_grad():
+        mu = flow.encode(batch)[0]
+        for other in (loaded, again):
+            assert torch.equal(other.encode(batch)[0], mu)
+    samples = []
+    for model in (flow, loaded, again):
+        samples.append(sample_flow(model, torch.tensor([5, 4]), torch.tensor([1, 0]), steps=5,
+                                   generator=torch.Generator().manual_seed(3)))
+    for other in samples[1:]:
+        assert torch.equal(other.species, samples[0].species)
+        assert torch.equal(other.frac, samples[0].frac) and torch.equal(other.lattice, samples[0].lattice)
+
+
+def test_resolve_generator_errors(tmp_path, energy_model_dir, flow):
+    assert resolve_generator(flow) is flow
+    with pytest.raises(ModelFileError, match="missing"):  # names what was asked for
+        resolve_generator(tmp_path / "missing")
+    with pytest.raises(ModelFileError, match="holds a EnergyModel, not a crystal generator"):
+        resolve_generator(energy_model_dir)

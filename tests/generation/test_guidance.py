@@ -1,0 +1,254 @@
+"""Guidance terms: repulsion, learned energy and property targets (float64)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ase.data import atomic_numbers, covalent_radii
+from pymatgen.core import Lattice, Structure
+
+from crystalgnn_plugins.generation import (
+    EnergyTerm,
+    PropertyTerm,
+    RepulsionTerm,
+    repulsion_energy,
+    sample_flow,
+)
+from crystalgnn_plugins.generation.guidance import GuidanceContext
+
+F64 = torch.float64
+VOCAB = ["O", "Sr", "Ti"]
+
+
+def one_hot(symbols, vocab=VOCAB) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor([vocab.index(s) for s in symbols]), len(vocab)).to(F64)
+
+
+def pair(distance: float, box: float = 10.0, species=("Ti", "O")):
+    """Two atoms ``distance`` Å apart along a skewed direction in a cubic box."""
+    direction = np.array([1.0, 0.5, 0.25]) / np.linalg.norm([1.0, 0.5, 0.25])
+    frac = np.array([[0.3, 0.4, 0.5], [0.3, 0.4, 0.5] + distance * direction / box])
+    probs = one_hot(species)
+    return probs, torch.tensor(frac, dtype=F64), box * torch.eye(3, dtype=F64).unsqueeze(0), GuidanceContext(VOCAB, torch.tensor([2]))
+
+
+def cart_distance(frac, lattice) -> float:
+    d = frac[1] - frac[0]
+    d = d - torch.round(d)
+    return float(torch.linalg.norm(d @ lattice[0]))
+
+
+def d_min(a: str, b: str, factor: float = 0.7) -> float:
+    return factor * (covalent_radii[atomic_numbers[a]] + covalent_radii[atomic_numbers[b]])
+
+
+# ------------------------------------------------------------------ repulsion
+def test_repulsion_value_is_the_documented_penalty():
+    probs, frac, lattice, ctx = pair(1.0)
+    value = RepulsionTerm()(probs, frac, lattice, ctx)
+    assert value.shape == (1,)
+    # one unordered pair below d_min = 0.7 (r_Ti + r_O); no self-image penalty in a 10 Å box
+    assert value.item() == pytest.approx((d_min("Ti", "O") - 1.0) ** 2, rel=1e-9)
+    # factor changes the threshold
+    assert RepulsionTerm(factor=0.5)(probs, frac, lattice, ctx).item() == pytest.approx((d_min("Ti", "O", 0.5) - 1.0) ** 2, rel=1e-9)
+
+
+@pytest.mark.parametrize("distance", [0.3, 0.8, 1.3])
+def test_repulsion_gradient_pushes_close_atoms_apart(distance):
+    probs, frac, lattice, ctx = pair(distance)
+    frac.requires_grad_(True)
+    lattice.requires_grad_(True)
+    energy = RepulsionTerm()(probs, frac, lattice, ctx).sum()
+    g_frac, g_lat = torch.autograd.grad(energy, [frac, lattice])
+    assert g_frac.abs().sum() > 0 and g_lat.abs().sum() > 0
+    # equal and opposite "forces" on the two atoms (translation invariance)
+    torch.testing.assert_close(g_frac[0], -g_frac[1])
+    step = 1e-3
+    with torch.no_grad():
+        before = cart_distance(frac, lattice)
+        assert cart_distance(frac - step * g_frac, lattice) > before
+        assert cart_distance(frac, lattice - step * g_lat) > before  # the cell expands too
+        assert RepulsionTerm()(probs, frac - step * g_frac, lattice, ctx).item() < energy.item()
+
+
+def test_repulsion_is_zero_for_far_atoms():
+    probs, frac, lattice, ctx = pair(3.5)
+    assert cart_distance(frac, lattice) > d_min("Ti", "O")
+    frac.requires_grad_(True)
+    lattice.requires_grad_(True)
+    energy = RepulsionTerm()(probs, frac, lattice, ctx).sum()
+    assert energy.item() == 0.0
+    g_frac, g_lat = torch.autograd.grad(energy, [frac, lattice])
+    assert torch.equal(g_frac, torch.zeros_like(g_frac)) and torch.equal(g_lat, torch.zeros_like(g_lat))
+
+
+def test_repulsion_uses_the_nearest_periodic_image():
+    # atoms at x = 0.02 and 0.98 of a 10 Å box are 0.4 Å apart through the boundary
+    probs, _, lattice, ctx = pair(1.0)
+    frac = torch.tensor([[0.02, 0.5, 0.5], [0.98, 0.5, 0.5]], dtype=F64)
+    value = RepulsionTerm()(probs, frac, lattice, ctx).item()
+    assert value == pytest.approx((d_min("Ti", "O") - 0.4) ** 2, rel=1e-9)
+    shifted = RepulsionTerm()(probs, frac + torch.tensor([[3.0, -1, 0], [0, 2, 0]], dtype=F64), lattice, ctx).item()
+    assert shifted == pytest.approx(value, rel=1e-9)
+
+
+def test_repulsion_penalises_short_lattice_vectors():
+    # one Ti atom in a cell with a = 2 Å: its own image is closer than 0.7 (2 r_Ti)
+    lattice = torch.diag(torch.tensor([2.0, 8.0, 8.0], dtype=F64)).unsqueeze(0)
+    ctx = GuidanceContext(VOCAB, torch.tensor([1]))
+    value = RepulsionTerm()(one_hot(["Ti"]), torch.zeros(1, 3, dtype=F64), lattice, ctx).item()
+    assert value == pytest.approx((d_min("Ti", "Ti") - 2.0) ** 2, rel=1e-9)
+
+
+def test_repulsion_energy_per_crystal_in_a_batch():
+    radii = torch.tensor([1.0, 1.0, 1.0], dtype=F64)
+    frac = torch.tensor([[0, 0, 0], [0.05, 0, 0], [0.5, 0.5, 0.5]], dtype=F64)
+    lattice = torch.stack([10 * torch.eye(3, dtype=F64), 10 * torch.eye(3, dtype=F64)])
+    out = repulsion_energy(frac, lattice, torch.tensor([2, 1]), radii, factor=1.0)
+    torch.testing.assert_close(out, torch.tensor([(2.0 - 0.5) ** 2, 0.0], dtype=F64))
+
+
+def test_soft_species_use_the_expected_radius():
+    probs, frac, lattice, ctx = pair(1.0)
+    mixed = torch.tensor([[0.0, 0.5, 0.5], [1.0, 0.0, 0.0]], dtype=F64)  # half Sr, half Ti; O
+    r = 0.5 * (covalent_radii[atomic_numbers["Sr"]] + covalent_radii[atomic_numbers["Ti"]]) + covalent_radii[8]
+    assert RepulsionTerm()(mixed, frac, lattice, ctx).item() == pytest.approx((0.7 * r - 1.0) ** 2, rel=1e-9)
+
+
+# ------------------------------------------------------------------ property targets
+class VolumePerAtom(torch.nn.Module):
+    """A deterministic 'property model': volume per atom (Å³) from the graph's cell."""
+
+    target = "volume_per_atom"
+    cutoff = 4.0
+    max_neighbors = None
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = torch.nn.Parameter(torch.zeros((), dtype=F64))
+
+    def forward(self, graph):
+        return {self.target: torch.linalg.det(graph.cell) / graph.num_atoms.to(graph.cell.dtype)}
+
+
+def cubic_crystal(a: float):
+    probs = one_hot(["Sr", "Ti", "O", "O", "O"])
+    frac = torch.tensor([[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]], dtype=F64)
+    return probs, frac, a * torch.eye(3, dtype=F64).unsqueeze(0), GuidanceContext(VOCAB, torch.tensor([5]))
+
+
+def test_property_term_needs_exactly_one_target():
+    with pytest.raises(ValueError, match="exactly one of below=, above= or near="):
+        PropertyTerm(VolumePerAtom())
+    with pytest.raises(ValueError, match="exactly one"):
+        PropertyTerm(VolumePerAtom(), below=1.0, above=0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "a", "expected"),
+    [
+        ({"below": 10.0}, 4.0, 64 / 5 - 10.0),  # y = 12.8 Å³/atom above the bound: penalty y - below
+        ({"below": 15.0}, 4.0, 0.0),  # satisfied
+        ({"above": 15.0}, 4.0, 15.0 - 64 / 5),  # too small: penalty above - y
+        ({"above": 10.0}, 4.0, 0.0),
+        ({"near": 12.0}, 4.0, (64 / 5 - 12.0) ** 2),
+    ],
+)
+def test_property_term_values(kwargs, a, expected):
+    probs, frac, lattice, ctx = cubic_crystal(a)
+    term = PropertyTerm(VolumePerAtom(), **kwargs)
+    assert term.predict(probs, frac, lattice, ctx).item() == pytest.approx(a**3 / 5)
+    assert term(probs, frac, lattice, ctx).item() == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize(("kwargs", "sign"), [({"below": 10.0}, -1), ({"above": 15.0}, +1), ({"near": 14.0}, +1), ({"near": 11.0}, -1)])
+def test_property_gradient_moves_towards_the_target(kwargs, sign):
+    probs, frac, lattice, ctx = cubic_crystal(4.0)
+    term = PropertyTerm(VolumePerAtom(), **kwargs)
+    lattice.requires_grad_(True)
+    (grad,) = torch.autograd.grad(term(probs, frac, lattice, ctx).sum(), [lattice])
+    with torch.no_grad():
+        before = term.predict(probs, frac, lattice, ctx).item()
+        after = term.predict(probs, frac, lattice - 1e-3 * grad, ctx).item()
+        assert np.sign(after - before) == sign
+        assert term(probs, frac, lattice - 1e-3 * grad, ctx).item() < term(probs, frac, lattice, ctx).item()
+
+
+def test_property_guidance_steers_sampling(flow):
+    """Sampling towards a small vs. a large volume per atom gives smaller vs. larger cells."""
+    counts, cond = torch.tensor([5] * 4), torch.full((4,), flow.condition_index("perov"))
+
+    def mean_vpa(**target):
+        terms = [PropertyTerm(VolumePerAtom(), weight=0.05, **target)] if target else []
+        out = sample_flow(flow, counts, cond, steps=6, guidance=terms, generator=torch.Generator().manual_seed(0))
+        return (torch.linalg.det(out.lattice.double()) / 5).mean().item()
+
+    plain, small, large = mean_vpa(), mean_vpa(below=8.0), mean_vpa(above=25.0)
+    assert small < plain < large
+
+
+@pytest.fixture(scope="module")
+def tiny_property_model():
+    from crystalgnn_plugins.models import PropertyModel
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = PropertyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0},
+                              elements=VOCAB, target="gap", hidden=8)
+    return model.double().eval()
+
+
+def test_property_term_with_a_property_model_is_differentiable_in_species(tiny_property_model):
+    probs, frac, lattice, ctx = cubic_crystal(3.9)
+    soft = (0.8 * probs + 0.2 / len(VOCAB)).requires_grad_(True)
+    term = PropertyTerm(tiny_property_model, near=1.0)
+    y = term.predict(soft.detach(), frac, lattice, ctx)
+    # soft species change the prediction
+    assert (term.predict(probs, frac, lattice, ctx) - y).abs().item() > 1e-8
+    frac_g = frac.clone().requires_grad_(True)
+    (g_species, g_frac) = torch.autograd.grad(term(soft, frac_g, lattice, ctx).sum(), [soft, frac_g])
+    assert torch.isfinite(g_species).all() and g_species.abs().sum() > 0
+    assert torch.isfinite(g_frac).all()
+    with torch.no_grad():
+        assert term(soft - 1e-2 * g_species, frac, lattice, ctx).item() < term(soft, frac, lattice, ctx).item()
+    # without soft species the species get no gradient
+    hard = PropertyTerm(tiny_property_model, near=1.0, soft_species=False)
+    (g_hard,) = torch.autograd.grad(hard(soft, frac_g, lattice, ctx).sum(), [soft], allow_unused=True)
+    assert g_hard is None or g_hard.abs().sum() == 0
+
+
+# ------------------------------------------------------------------ energy
+def test_energy_term_is_the_energy_per_atom(tiny_energy_model):
+    probs, frac, lattice, ctx = cubic_crystal(3.95)
+    frac = frac + 0.01 * torch.tensor(np.random.default_rng(0).normal(size=(5, 3)))
+    value = EnergyTerm(tiny_energy_model)(probs, frac, lattice, ctx)
+    structure = Structure(Lattice(lattice[0].numpy()), ["Sr", "Ti", "O", "O", "O"], frac.numpy())
+    expected = tiny_energy_model(tiny_energy_model.graph(structure), compute_forces=False, compute_stress=False)["energy"] / 5
+    assert value.item() == pytest.approx(expected.item(), rel=1e-9)
+    # its gradient is minus the forces (per atom) in fractional coordinates
+    frac_g = frac.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(EnergyTerm(tiny_energy_model)(probs, frac_g, lattice, ctx).sum(), [frac_g])
+    forces = tiny_energy_model(tiny_energy_model.graph(structure), compute_stress=False)["forces"]
+    torch.testing.assert_close(grad, -(forces @ lattice[0].T) / 5, atol=1e-10, rtol=1e-7)
+
+
+def test_energy_term_ignores_crystals_with_unknown_elements(tiny_energy_model):
+    vocab = ["Li", "O", "Sr", "Ti"]
+    probs = torch.nn.functional.one_hot(torch.tensor([2, 3, 1, 1, 1, 0, 1]), 4).to(F64)  # SrTiO3 + LiO
+    frac = torch.tensor(np.random.default_rng(1).uniform(size=(7, 3)))
+    lattice = torch.stack([4.0 * torch.eye(3, dtype=F64), 3.0 * torch.eye(3, dtype=F64)])
+    value = EnergyTerm(tiny_energy_model)(probs, frac, lattice, GuidanceContext(vocab, torch.tensor([5, 2])))
+    assert value[0] != 0 and value[1] == 0
+
+
+def test_energy_term_with_a_model_for_any_element(tiny_energy_model):
+    """``elements=None`` means the model takes any element: its energy must count."""
+    model = copy.deepcopy(tiny_energy_model)
+    model.set_elements(None)
+    probs, frac, lattice, ctx = cubic_crystal(3.95)
+    ref = EnergyTerm(tiny_energy_model)(probs, frac, lattice, ctx)
+    assert ref.item() != 0
+    torch.testing.assert_close(EnergyTerm(model)(probs, frac, lattice, ctx), ref)

@@ -1,0 +1,92 @@
+"""``sample_flow``: reproducibility, constraints and the shape of the raw samples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from crystalgnn_plugins.generation import RepulsionTerm, SampledCrystals, sample_flow
+
+STEPS = 6
+
+
+def draw(flow, seed, counts=(5, 5, 4, 2), conds=None, **kwargs) -> SampledCrystals:
+    counts = torch.tensor(counts)
+    if conds is None:
+        conds = [flow.condition_index("perov") if c == 5 else flow.condition_index("carbon") for c in counts.tolist()]
+    return sample_flow(flow, counts, torch.tensor(conds), steps=kwargs.pop("steps", STEPS),
+                       generator=torch.Generator().manual_seed(seed), **kwargs)
+
+
+def assert_valid_raw(out: SampledCrystals, counts):
+    n = sum(counts)
+    assert out.species.shape == (n,) and out.frac.shape == (n, 3) and out.lattice.shape == (len(counts), 3, 3)
+    assert out.num_atoms.tolist() == list(counts)
+    assert (out.frac >= 0).all() and (out.frac < 1).all()
+    assert torch.isfinite(out.lattice).all()
+    assert (torch.linalg.det(out.lattice.double()) > 0).all()  # canonical pose: positive volume
+    # canonical pose: the lattice matrix is symmetric
+    torch.testing.assert_close(out.lattice, out.lattice.transpose(-1, -2), atol=1e-4, rtol=1e-4)
+
+
+def test_shapes_and_ranges(flow):
+    out = draw(flow, 0)
+    assert_valid_raw(out, (5, 5, 4, 2))
+    assert out.species.dtype == torch.long and ((out.species >= 0) & (out.species < len(flow.elements))).all()
+
+
+def test_same_seed_same_samples_different_seed_different(flow):
+    a, b, c = draw(flow, 11), draw(flow, 11), draw(flow, 12)
+    assert torch.equal(a.species, b.species) and torch.equal(a.frac, b.frac) and torch.equal(a.lattice, b.lattice)
+    assert not torch.equal(a.frac, c.frac) and not torch.equal(a.lattice, c.lattice)
+
+
+def test_seed_does_not_leak_into_global_rng(flow):
+    torch.manual_seed(0)
+    before = torch.rand(3)
+    torch.manual_seed(0)
+    draw(flow, 5)
+    assert torch.equal(torch.rand(3), before)
+
+
+def test_fixed_species_are_kept(flow):
+    el = flow.elements.index
+    sto = [el("Sr"), el("Ti"), el("O"), el("O"), el("O")]
+    species = torch.tensor(sto * 3)
+    out = draw(flow, 0, counts=(5, 5, 5), species=species)
+    assert torch.equal(out.species, species)
+    assert_valid_raw(out, (5, 5, 5))
+
+
+def test_allowed_species_are_respected(flow):
+    el = flow.elements.index
+    allowed = torch.zeros(3, len(flow.elements), dtype=torch.bool)
+    allowed[0, [el("Ba"), el("Ti"), el("O")]] = True
+    allowed[1, [el("Sr"), el("Zr")]] = True
+    allowed[2, el("Ca")] = True
+    out = draw(flow, 1, counts=(5, 5, 3), allowed=allowed)
+    batch = torch.repeat_interleave(torch.arange(3), out.num_atoms)
+    assert allowed[batch, out.species].all()
+    assert (out.species[batch == 2] == el("Ca")).all()
+
+
+def test_latent_code_and_options(flow):
+    z = torch.zeros(2, flow.latent_dim)
+    out = draw(flow, 2, counts=(5, 4), z=z, coord_speedup=2.0, steps=3)
+    assert_valid_raw(out, (5, 4))
+    z2 = draw(flow, 2, counts=(5, 4), z=z + 1.0, coord_speedup=2.0, steps=3)
+    assert not torch.equal(out.frac, z2.frac)  # the latent code is used
+
+
+def test_guidance_changes_samples_and_is_reproducible(flow):
+    kwargs = dict(counts=(5, 4), guidance=[RepulsionTerm(weight=5.0)], guidance_start=0.0)
+    a, b = draw(flow, 3, **kwargs), draw(flow, 3, **kwargs)
+    plain = draw(flow, 3, counts=(5, 4))
+    assert torch.equal(a.frac, b.frac) and torch.equal(a.lattice, b.lattice)
+    assert not torch.equal(a.frac, plain.frac)
+    assert_valid_raw(a, (5, 4))
+
+
+def test_steps_must_be_positive(flow):
+    with pytest.raises(ValueError, match="steps must be at least 1"):
+        draw(flow, 0, steps=0)

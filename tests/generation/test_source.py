@@ -1,0 +1,239 @@
+"""``CrystalStructureSource`` on the tiny trained generator."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import numpy as np
+import pytest
+from pymatgen.core import Composition, Structure
+from pymatgen.core.operations import SymmOp
+
+from crystalgnn_plugins._version import __version__
+from crystalgnn_plugins.generation import CrystalStructureSource
+
+ELEMENTS = ["Ba", "C", "Ca", "O", "Sr", "Ti", "Zr"]
+
+
+def assert_valid(structure: Structure) -> None:
+    """The documented validity criterion: distances > 0.5 Å, volume > 0.1 Å³."""
+    assert structure.volume > 0.1
+    assert min(structure.lattice.abc) > 0.5  # an atom and its own image
+    if len(structure) > 1:
+        dm = structure.distance_matrix + 1e9 * np.eye(len(structure))
+        assert dm.min() > 0.5
+    assert np.all(structure.frac_coords >= 0) and np.all(structure.frac_coords < 1)
+
+
+def same_structures(a: list[Structure], b: list[Structure]) -> bool:
+    return len(a) == len(b) and all(
+        x.species == y.species and np.array_equal(x.frac_coords, y.frac_coords)
+        and np.array_equal(x.lattice.matrix, y.lattice.matrix)
+        for x, y in zip(a, b)
+    )
+
+
+def test_metadata(source):
+    with source as s:
+        assert s.conditions == ["carbon", "perov"]
+        assert s.elements == ELEMENTS
+
+
+def test_composition(source):
+    out = source.get_structures(4, composition="SrTiO3", condition="perov", seed=0)
+    assert len(out) == 4
+    for s in out:
+        assert isinstance(s, Structure)
+        assert s.composition.reduced_formula == "SrTiO3" and len(s) == 5
+        assert_valid(s)
+
+
+def test_composition_object_and_multiple_formula_units(source):
+    out = source.get_structures(2, composition=Composition("Sr2Ti2O6"), seed=0)
+    assert [s.composition.formula for s in out] == ["Sr2 Ti2 O6"] * 2
+    out = source.get_structures(1, composition="BaZrO3", num_atoms=10, seed=0)
+    assert out[0].composition.formula == "Ba2 Zr2 O6"
+
+
+def test_chemsys_restricts_elements(source):
+    for chemsys in ("Ba-Ti-O", ["Ba", "Ti", "O"]):
+        out = source.get_structures(4, chemsys=chemsys, condition="perov", seed=1)
+        assert len(out) == 4
+        for s in out:
+            assert {el.symbol for el in s.composition.elements} <= {"Ba", "Ti", "O"}
+            assert_valid(s)
+        assert out[0].properties["generation"]["chemsys"] == "Ba-Ti-O"
+
+
+def test_num_atoms(source):
+    out = source.get_structures(3, num_atoms=4, condition="carbon", seed=2)
+    assert [len(s) for s in out] == [4, 4, 4]
+    # default: drawn from the training distribution of the condition
+    sizes = {len(s) for s in source.get_structures(6, condition="carbon", seed=3)}
+    assert sizes <= {2, 4, 8}
+    assert {len(s) for s in source.get_structures(3, condition="perov", seed=3)} == {5}
+
+
+def test_provenance(source):
+    out = source.get_structures(2, composition="SrTiO3", seed=7, condition="perov")
+    for s in out:
+        gen = s.properties["generation"]
+        assert gen["generator"] == "crystal_flow" and gen["package_version"] == __version__
+        assert gen["seed"] == 7 and gen["condition"] == "perov" and gen["steps"] == 8
+        assert gen["composition"] == "SrTiO3" and gen["chemsys"] is None
+        assert gen["guidance"] == ["RepulsionTerm", "EnergyTerm"]
+        assert gen["seconds_per_structure"] > 0
+        assert "relaxation" not in gen
+
+
+def test_same_seed_same_structures(source, model_dir, tiny_energy_model):
+    a = source.get_structures(3, seed=5, condition="perov")
+    b = source.get_structures(3, seed=5, condition="perov")
+    fresh = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=8)
+    c = fresh.get_structures(3, seed=5, condition="perov")
+    d = source.get_structures(3, seed=6, condition="perov")
+    assert same_structures(a, b) and same_structures(a, c)
+    assert not same_structures(a, d)
+
+
+def test_without_physics_and_with_a_target(model_dir):
+    import torch
+
+    class VolumePerAtom(torch.nn.Module):
+        target, cutoff, max_neighbors = "v", 4.0, None
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(()))
+
+        def forward(self, graph):
+            return {"v": torch.linalg.det(graph.cell) / graph.num_atoms}
+
+    src = CrystalStructureSource(model_dir, physics=False, steps=8)
+    plain = src.get_structures(2, condition="perov", seed=0)
+    assert plain[0].properties["generation"]["guidance"] == []
+    steered = src.get_structures(2, condition="perov", seed=0, target={"model": VolumePerAtom(), "above": 30.0, "weight": 0.05})
+    assert steered[0].properties["generation"]["guidance"] == ["PropertyTerm"]
+    assert min(s.volume for s in steered) > max(s.volume for s in plain)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"composition": "Li2O"}, r"elements \['Li'\] are unknown to this generator"),
+        ({"chemsys": "Sr-Li-O"}, r"chemsys 'Sr-Li-O': elements \['Li'\] are unknown"),
+        ({"condition": "mp_20"}, r"unknown condition 'mp_20'; this generator knows \['carbon', 'perov'\]"),
+        ({"composition": "SrTiO3", "num_atoms": 7}, "num_atoms=7 is not a multiple of the 5 atoms"),
+        ({"composition": "SrTiO3", "num_atoms": 0}, r"num_atoms=0 is out of range for this generator \(1 to 64\)"),
+        ({"composition": "SrTiO3", "num_atoms": 500}, "num_atoms=500 is out of range"),
+        ({"composition": "SrTiO3", "chemsys": "Ba-Ti-O"}, "has elements outside chemsys 'Ba-Ti-O'"),
+        ({"composition": "Sr0.5TiO3"}, "amounts must be whole numbers"),
+        ({"num_atoms": 0}, "num_atoms=0 is out of range"),
+        ({"num_atoms": 1000}, "num_atoms=1000 is out of range"),
+    ],
+)
+def test_bad_input_raises_value_error(source, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        source.get_structures(2, seed=0, **kwargs)
+
+
+@pytest.mark.parametrize("n", [0, -3, 2.5, True])
+def test_bad_n(source, n):
+    with pytest.raises(ValueError, match=f"n must be a positive whole number of structures, got {n!r}"):
+        source.get_structures(n)
+
+
+def test_condition_follows_the_composition(source):
+    """Without ``condition`` a composition is generated under the dataset whose
+    training species make it most likely (not simply the first condition)."""
+    assert source.conditions[0] == "carbon"
+    for s in source.get_structures(2, composition="SrTiO3", seed=0):
+        assert s.properties["generation"]["condition"] == "perov"
+    assert source.get_structures(1, composition="C4", seed=0)[0].properties["generation"]["condition"] == "carbon"
+
+
+def test_invalid_samples_are_replaced(model_dir, monkeypatch):
+    """With ``valid_only`` the rejected samples are drawn again until ``n`` are valid."""
+    import crystalgnn_plugins.generation.source as source_mod
+
+    calls = []
+
+    def every_other(structure, min_distance=0.5):
+        calls.append(structure)
+        return len(calls) % 2 == 0
+
+    monkeypatch.setattr(source_mod, "_is_valid", every_other)
+    src = CrystalStructureSource(model_dir, physics=False, steps=4, batch_size=2)
+    out = src.get_structures(5, condition="perov", seed=0)
+    assert len(out) == 5 and len(calls) >= 10
+    assert all(any(s is c for c in calls[1::2]) for s in out)  # only accepted ones are returned
+    # valid_only=False keeps everything in one round
+    calls.clear()
+    assert len(src.get_structures(3, condition="perov", seed=0, valid_only=False)) == 3 and not calls
+
+
+def test_warns_when_too_few_samples_are_valid(model_dir, monkeypatch):
+    import crystalgnn_plugins.generation.source as source_mod
+
+    monkeypatch.setattr(source_mod, "_is_valid", lambda s, min_distance=0.5: False)
+    src = CrystalStructureSource(model_dir, physics=False, steps=2)
+    with pytest.warns(UserWarning, match="only 0 of 2 samples were valid after 10 rounds"):
+        assert src.get_structures(2, seed=0) == []
+
+
+def test_relax(model_dir, tiny_energy_model):
+    max_steps = 4
+    stiff = copy.deepcopy(tiny_energy_model)
+    stiff.scale.fill_(300.0)  # forces of ~0.1 eV/Å: the relaxation has something to do
+    src = CrystalStructureSource(model_dir, energy_model=stiff, steps=6, relax_kwargs={"steps": max_steps})
+    unrelaxed = src.get_structures(2, composition="SrTiO3", condition="perov", seed=0)
+    out = src.get_structures(2, composition="SrTiO3", condition="perov", seed=0, relax=True)
+    assert len(out) == 2
+    for s, s0 in zip(out, unrelaxed):
+        assert s.composition.reduced_formula == "SrTiO3"
+        rel = s.properties["generation"]["relaxation"]
+        assert set(rel) == {"converged", "steps", "energy_eV", "energy_per_atom_eV", "error"}
+        assert rel["error"] is None and isinstance(rel["converged"], bool)
+        assert 1 <= rel["steps"] <= max_steps
+        assert rel["energy_per_atom_eV"] == pytest.approx(rel["energy_eV"] / len(s))
+        # the recorded energy is the model's energy of the returned structure
+        energy = stiff(stiff.graph(s), compute_forces=False, compute_stress=False)["energy"].item()
+        assert rel["energy_eV"] == pytest.approx(energy, abs=1e-6)
+        assert not np.allclose(s.cart_coords, s0.cart_coords)  # it moved
+        assert s.properties["generation"]["seed"] == 0  # provenance kept
+
+
+# ------------------------------------------------------------------ latent space
+def test_encode_decode_interpolate(source, dataset):
+    structures, _ = dataset
+    latent_dim = source.flow.latent_dim
+    z = source.encode(structures[:3], condition="perov")
+    assert z.shape == (3, latent_dim) and np.isfinite(z).all()
+    # invariant to the setting: the same crystal translated and rotated gives the same code
+    moved = structures[0].copy()
+    moved.translate_sites(range(len(moved)), [0.31, -0.2, 0.77])
+    moved.apply_operation(SymmOp.from_axis_angle_and_translation([1, 2, 3], 40))
+    np.testing.assert_allclose(source.encode([moved], condition="perov")[0], z[0], atol=1e-4)
+
+    decoded = source.decode(z, 5, condition="perov")
+    assert len(decoded) == 3 and all(len(s) == 5 for s in decoded)
+    assert decoded[0].properties["generation"]["guidance"] == ["latent"]
+    again = source.decode(z, 5, condition="perov")
+    assert same_structures(decoded, again)  # same seed, same codes: same crystals
+    sto = source.decode(z[:2], 5, condition="perov", composition="SrTiO3")
+    assert [s.composition.reduced_formula for s in sto] == ["SrTiO3"] * 2
+
+    path = source.interpolate(structures[0], structures[1], num=4, condition="perov")
+    assert len(path) == 4 and all(len(s) == 5 for s in path)
+    with pytest.raises(ValueError, match="the end points need the same number"):
+        source.interpolate(structures[0], structures[45])
+    with pytest.raises(ValueError, match="share one num_atoms"):
+        source.decode(z[:2], [5, 4])
+
+
+def test_context_manager_and_no_warnings(model_dir, tiny_energy_model):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4) as src:
+            assert len(src.get_structures(2, seed=0, condition="perov")) == 2
