@@ -3,7 +3,8 @@
 import subprocess
 import sys
 
-HEAVY = ("torch", "lightning", "pytorch_lightning", "matgl", "dscribe", "ase", "pymatgen", "sklearn", "dgl")
+HEAVY = ("torch", "lightning", "pytorch_lightning", "matgl", "dscribe", "ase", "pymatgen", "sklearn", "dgl",
+         "matminer", "smact")
 
 
 def test_import_pulls_no_heavy_dependency():
