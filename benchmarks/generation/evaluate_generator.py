@@ -2,11 +2,14 @@
 
 For perov_5 and carbon_24 (fixed 80/10/10 split, seed 0, ``common.load_split``)
 and for each sampling configuration (``plain``: no guidance; ``physics``:
-repulsion + learned-energy guidance) it prints and writes to ``--out``:
+repulsion + learned-energy guidance) it writes to ``--out`` and prints:
 
 - validity (structural, compositional), COV-R / COV-P, density and #elements
-  EMD against the test split, uniqueness and novelty against the training split;
-- speed: samples and valid samples per second (sampling only, this machine);
+  EMD against the test split (also for the training split scored as if it were
+  generated: the ``memorisation`` yardstick), uniqueness among the valid samples and novelty
+  against the training split (``StructureMatcher`` defaults; on seeded subsets
+  of ``--match-samples`` valid samples, since matching 10,000 carbon samples
+  against each other and the training set costs hours);
 - physics: relaxation of ``--relax-n`` samples with the energy model (batched
   FIRE + Fréchet cell filter, fmax 0.05 eV/Å, 500 steps): fraction converged and
   the median per-structure mean atomic displacement (Å), per configuration;
@@ -14,7 +17,14 @@ repulsion + learned-energy guidance) it prints and writes to ``--out``:
   and normalised RMSE (StructureMatcher stol 0.5, ltol 0.3, angle_tol 10);
 - targeting (with ``--property-model``, perov_5): fraction of samples whose
   predicted ``heat_ref`` is below ``--threshold`` (0.439 eV, the dataset's 5th
-  percentile) without and with property guidance.
+  percentile) without and with property guidance;
+- speed (``--sections speed``): valid structures per second of ``get_structures``
+  with ``--threads`` torch threads, timed on ``--speed-n`` samples; the load
+  average is recorded beside it (run it on an otherwise idle machine).
+
+Every stage is cached under ``--out`` (samples, fingerprints in chunks, relaxations,
+CSP predictions), so a killed run continues where it stopped when started again
+with the same arguments; ``--fresh`` deletes the cache first.
 
     OMP_NUM_THREADS=2 python benchmarks/generation/evaluate_generator.py \\
         --perov ../shared/data/perov_5/dev.csv --carbon ../shared/data/carbon_24/dev.csv \\
@@ -25,7 +35,10 @@ repulsion + learned-energy guidance) it prints and writes to ``--out``:
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
+import shutil
 import sys
 import time
 import warnings
@@ -42,12 +55,71 @@ from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 from crystalgnn_plugins.training.trainer import write_json_atomic  # noqa: E402
 
 CONFIGS = {"plain": {"physics": False}, "physics": {"physics": True}}
+SECTIONS = ("metrics", "relax", "csp", "targeting", "speed")
+FP_CHUNK = 250
 
 
-def _sample(source: CrystalStructureSource, n: int, dataset: str, seed: int, **kw):
+# ----------------------------------------------------------------------------- caching
+def _save_structures(path: Path, structures: list, extra: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    with gzip.open(tmp, "wt") as fh:
+        json.dump({"structures": [None if s is None else s.as_dict() for s in structures], **extra}, fh)
+    os.replace(tmp, path)
+
+
+def _load_structures(path: Path) -> tuple[list, dict]:
+    from pymatgen.core import Structure
+
+    with gzip.open(path, "rt") as fh:
+        data = json.load(fh)
+    structures = [None if d is None else Structure.from_dict(d) for d in data.pop("structures")]
+    return structures, data
+
+
+def _cached_json(path: Path, compute):
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    write_json_atomic(path, value)
+    return value
+
+
+def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarray, np.ndarray]:
+    """Fingerprints of the structures (``None`` rows NaN), computed in resumable chunks."""
+    cache.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for k, lo in enumerate(range(0, len(structures), FP_CHUNK)):
+        path = cache / f"chunk_{k:04d}.npz"
+        if not path.exists():
+            struc, comp = gm.fingerprints(structures[lo : lo + FP_CHUNK], n_jobs=n_jobs)
+            np.savez(path.with_suffix(".tmp.npz"), struc=struc, comp=comp)
+            os.replace(path.with_suffix(".tmp.npz"), path)
+            print(f"  fingerprints {min(lo + FP_CHUNK, len(structures))}/{len(structures)}", flush=True)
+        data = np.load(path)
+        parts.append((data["struc"], data["comp"]))
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+# ----------------------------------------------------------------------------- stages
+def _source(args, **kw) -> CrystalStructureSource:
+    return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps, **kw)
+
+
+def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
+    path = out / "samples.json.gz"
+    if path.exists():
+        structures, extra = _load_structures(path)
+        if (extra.get("n"), extra.get("seed")) != (args.n, args.seed):
+            raise SystemExit(f"{path} holds {extra.get('n')} samples of seed {extra.get('seed')}; "
+                             f"use another --out or --fresh")
+        return structures, extra
+    source = _source(args, **CONFIGS[config])
     t0 = time.perf_counter()
-    structures = source.get_structures(n, condition=dataset, seed=seed, valid_only=False, **kw)
-    return structures, time.perf_counter() - t0
+    structures = source.get_structures(args.n, condition=dataset, seed=args.seed, valid_only=False)
+    extra = {"n": args.n, "seed": args.seed, "seconds": time.perf_counter() - t0, "loadavg": os.getloadavg(),
+             "threads": args.threads}
+    _save_structures(path, structures, extra)
+    return structures, extra
 
 
 def _displacement(before, after) -> float:
@@ -58,60 +130,85 @@ def _displacement(before, after) -> float:
     return float(np.linalg.norm(d @ after.lattice.matrix, axis=1).mean())
 
 
-def _relax_stats(source: CrystalStructureSource, structures) -> dict:
+def _relax_stats(args, structures: list) -> dict:
     from crystalgnn_plugins.relaxation import relax
 
+    source = _source(args, physics=False)
     valid = [s for s in structures if gm.structural_validity(s)]
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         results = relax(valid, source.energy_model(), batched=True, on_error="skip")
-    disp = [_displacement(s, r.structure) for s, r in zip(valid, results) if r.error is None]
+    ok = [(s, r) for s, r in zip(valid, results) if r.error is None]
+    disp = [_displacement(s, r.structure) for s, r in ok]
     return {
         "num_relaxed": len(valid),
         "converged_fraction": float(np.mean([r.converged for r in results])) if results else None,
         "median_displacement_A": float(np.median(disp)) if disp else None,
-        "median_volume_change": float(np.median([r.structure.volume / s.volume - 1 for s, r in zip(valid, results)])) if valid else None,
+        "median_volume_change": float(np.median([r.structure.volume / s.volume - 1 for s, r in ok])) if ok else None,
         "errors": sum(r.error is not None for r in results),
         "seconds": time.perf_counter() - t0,
     }
 
 
-def _csp(source: CrystalStructureSource, test, dataset: str, seed: int) -> dict:
-    preds = []
-    t0 = time.perf_counter()
-    for k, s in enumerate(test):
-        try:
-            preds.append(source.get_structures(1, composition=s.composition, num_atoms=len(s), condition=dataset,
-                                               seed=seed + k, valid_only=False)[0])
-        except ValueError as exc:  # e.g. an element unknown to the generator
-            print(f"CSP {s.properties.get('material_id')}: {exc}", flush=True)
-            preds.append(None)
-    out = gm.csp_match(preds, test)
-    out["seconds"] = time.perf_counter() - t0
-    return out
+def _csp(args, test: list, dataset: str, out: Path) -> dict:
+    path = out / "csp_predictions.json.gz"
+    if path.exists():
+        preds, extra = _load_structures(path)
+    else:
+        source = _source(args, physics=False)
+        preds = []
+        t0 = time.perf_counter()
+        for k, s in enumerate(test):
+            try:
+                preds.append(source.get_structures(1, composition=s.composition, num_atoms=len(s), condition=dataset,
+                                                   seed=args.seed + k, valid_only=False)[0])
+            except ValueError as exc:  # e.g. an element unknown to the generator
+                print(f"CSP {s.properties.get('material_id')}: {exc}", flush=True)
+                preds.append(None)
+        extra = {"seconds": time.perf_counter() - t0}
+        _save_structures(path, preds, extra)
+    return {**gm.csp_match(preds, test), **extra}
 
 
-def _targeting(source, prop_model: str, n: int, threshold: float, weight: float, seed: int) -> dict:
+def _targeting(args) -> dict:
     from crystalgnn_plugins.generation import PropertyTerm
     from crystalgnn_plugins.models.pretrained import resolve_model
     from crystalgnn_plugins.training.evaluate import predict
 
-    model = resolve_model(prop_model)
+    model = resolve_model(args.property_model)
+    source = _source(args, physics=True)
     out = {}
-    for name, target in (("unguided", None), ("guided", PropertyTerm(model, below=threshold - 0.2, weight=weight))):
-        structures, _ = _sample(source, n, "perov_5", seed, target=target)
+    guided = PropertyTerm(model, below=args.threshold - args.target_margin, weight=args.target_weight)
+    for name, target in (("unguided", None), ("guided", guided)):
+        structures = source.get_structures(args.target_n, condition="perov_5", seed=args.seed, target=target,
+                                           valid_only=False)
         valid = [s for s in structures if gm.structural_validity(s)]
         known = [s for s in valid if {e.symbol for e in s.composition.elements} <= set(model.elements)]
         y = np.asarray(predict(model, known)[model.target], dtype=float).ravel()
-        out[name] = {"num_valid": len(valid), "fraction_below": float((y < threshold).mean()) if len(y) else None,
+        out[name] = {"num_valid": len(valid), "num_predicted": len(y),
+                     "fraction_below": float((y < args.threshold).mean()) if len(y) else None,
                      "median_prediction": float(np.median(y)) if len(y) else None,
-                     "uniqueness_pct": 100 * gm.uniqueness(valid) if valid else None}
+                     "comp_validity": float(np.mean([gm.compositional_validity(s) for s in valid])) if valid else None,
+                     "uniqueness": gm.uniqueness(valid) if valid else None}
     if out["unguided"]["fraction_below"]:
         out["ratio"] = out["guided"]["fraction_below"] / out["unguided"]["fraction_below"]
     return out
 
 
+def _speed(args, dataset: str) -> dict:
+    source = _source(args, physics=False)
+    source.get_structures(8, condition=dataset, seed=args.seed + 1)  # warm-up
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    structures = source.get_structures(args.speed_n, condition=dataset, seed=args.seed, valid_only=False)
+    seconds = time.perf_counter() - t0
+    n_valid = sum(gm.structural_validity(s) for s in structures)
+    return {"samples": len(structures), "valid": n_valid, "seconds": seconds, "valid_per_s": n_valid / seconds,
+            "threads": args.threads, "steps": args.steps, "loadavg_before": load_before, "loadavg_after": os.getloadavg()}
+
+
+# ----------------------------------------------------------------------------- main
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--perov", required=True)
@@ -120,48 +217,82 @@ def main() -> None:
     ap.add_argument("--energy-model", default=None, help="energy model for physics guidance and relaxation")
     ap.add_argument("--property-model", default=None, help="heat_ref property model for the targeting test")
     ap.add_argument("--n", type=int, default=10000, help="samples per dataset and configuration")
+    ap.add_argument("--match-samples", type=int, default=2000,
+                    help="valid samples (seeded subset) for uniqueness and novelty (0: all)")
     ap.add_argument("--relax-n", type=int, default=300, help="samples relaxed per dataset and configuration")
     ap.add_argument("--target-n", type=int, default=1000)
     ap.add_argument("--target-weight", type=float, default=1.0)
+    ap.add_argument("--target-margin", type=float, default=0.2, help="guide below threshold - margin (eV)")
     ap.add_argument("--threshold", type=float, default=0.439)
+    ap.add_argument("--speed-n", type=int, default=2000)
     ap.add_argument("--configs", default="plain,physics")
     ap.add_argument("--datasets", default="perov_5,carbon_24")
-    ap.add_argument("--skip-csp", action="store_true")
+    ap.add_argument("--sections", default="metrics,relax,csp,targeting", help=f"subset of {','.join(SECTIONS)}")
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-jobs", type=int, default=2, help="processes for the fingerprints")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fresh", action="store_true", help="delete the cache in --out first")
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
+    sections = set(args.sections.split(","))
+    if sections - set(SECTIONS):
+        ap.error(f"unknown sections {sorted(sections - set(SECTIONS))}; choose from {SECTIONS}")
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
+    if args.fresh and out_dir.exists():
+        shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report: dict = {"args": vars(args), "results": {}}
+    report_path = out_dir / "report.json"
+    report: dict = json.loads(report_path.read_text()) if report_path.exists() else {}
+    report["args"] = vars(args)
+    results = report.setdefault("results", {})
     paths = {"perov_5": args.perov, "carbon_24": args.carbon}
+    match = args.match_samples or None
     for dataset in args.datasets.split(","):
         split = load_split(paths[dataset], dataset)
-        res = report["results"].setdefault(dataset, {})
+        res = results.setdefault(dataset, {})
+        ds_dir = out_dir / dataset
+        if "metrics" in sections:
+            ref_fps = _fingerprints(split["test"], ds_dir / "reference_fps", args.n_jobs)
+            if "memorisation" not in res:  # the training set scored as if generated: the yardstick
+                train_fps = _fingerprints(split["train"], ds_dir / "training_fps", args.n_jobs)
+                res["memorisation"] = gm.evaluate_generation(
+                    split["train"], split["test"], dataset=dataset, reference_fps=ref_fps, generated_fps=train_fps,
+                    uniqueness_samples=match, seed=args.seed)
+                print(dataset, "memorisation", json.dumps(res["memorisation"], indent=1, default=float), flush=True)
+                write_json_atomic(report_path, report)
         for config in args.configs.split(","):
-            source = CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps, **CONFIGS[config])
-            structures, seconds = _sample(source, args.n, dataset, args.seed)
-            metrics = gm.evaluate_generation(structures, split["test"], training=split["train"], dataset=dataset)
-            metrics["seconds"] = seconds
-            metrics["samples_per_s"] = len(structures) / seconds
-            metrics["valid_per_s"] = metrics["num_valid"] / seconds
-            metrics["relaxation"] = _relax_stats(source, structures[: args.relax_n])
-            res[config] = metrics
-            print(dataset, config, json.dumps(metrics, indent=1, default=float), flush=True)
-            write_json_atomic(out_dir / "report.json", report)
-        if not args.skip_csp:
-            source = CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps, physics=False)
-            res["csp"] = _csp(source, split["test"], dataset, args.seed)
-            print(dataset, "csp", res["csp"], flush=True)
-            write_json_atomic(out_dir / "report.json", report)
-        if dataset == "perov_5" and args.property_model:
-            source = CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps, physics=True)
-            res["targeting"] = _targeting(source, args.property_model, args.target_n, args.threshold, args.target_weight, args.seed)
+            cfg_dir = ds_dir / f"{config}_steps{args.steps}"
+            cfg_dir.mkdir(parents=True, exist_ok=True)
+            key = f"{config}_steps{args.steps}"
+            if "metrics" in sections or "relax" in sections:
+                structures, extra = _samples(args, dataset, config, cfg_dir)
+            if "metrics" in sections:
+                valid = [s if gm.structural_validity(s) and gm.compositional_validity(s) else None for s in structures]
+                gen_fps = _fingerprints(valid, cfg_dir / "fps", args.n_jobs)
+                metrics = gm.evaluate_generation(
+                    structures, split["test"], training=split["train"], dataset=dataset, reference_fps=ref_fps,
+                    generated_fps=gen_fps, novelty_samples=match, uniqueness_samples=match, seed=args.seed)
+                res.setdefault(key, {}).update(metrics, sampling=extra)
+            if "relax" in sections:
+                res.setdefault(key, {})["relaxation"] = _cached_json(
+                    cfg_dir / "relax.json", lambda s=structures: _relax_stats(args, s[: args.relax_n]))
+            print(dataset, key, json.dumps(res.get(key), indent=1, default=float), flush=True)
+            write_json_atomic(report_path, report)
+        if "csp" in sections and dataset == "perov_5":
+            res[f"csp_steps{args.steps}"] = _csp(args, split["test"], dataset, ds_dir)
+            print(dataset, "csp", res[f"csp_steps{args.steps}"], flush=True)
+            write_json_atomic(report_path, report)
+        if "targeting" in sections and dataset == "perov_5" and args.property_model:
+            res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args))
             print(dataset, "targeting", res["targeting"], flush=True)
-            write_json_atomic(out_dir / "report.json", report)
-    print(f"report: {out_dir / 'report.json'}")
+            write_json_atomic(report_path, report)
+        if "speed" in sections:
+            res[f"speed_steps{args.steps}_threads{args.threads}"] = _speed(args, dataset)
+            print(dataset, "speed", res[f"speed_steps{args.steps}_threads{args.threads}"], flush=True)
+            write_json_atomic(report_path, report)
+    print(f"report: {report_path}")
 
 
 if __name__ == "__main__":

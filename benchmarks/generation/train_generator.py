@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--latent-dim", type=int, default=16)
     ap.add_argument("--repulsion-weight", type=float, default=0.1, help="physics term in training (0 = off)")
+    ap.add_argument("--coord-weight", type=float, default=10.0, help="weight of the coordinate flow loss")
     ap.add_argument("--max-time", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -56,7 +57,7 @@ def main() -> None:
     flow, report = train_generator(
         train, train_c, val, val_c,
         flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim},
-        loss_kwargs={"repulsion_weight": args.repulsion_weight},
+        loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time,
     )

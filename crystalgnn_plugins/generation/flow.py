@@ -88,7 +88,7 @@ class CrystalFlow(nn.Module):
     Args:
         elements: species vocabulary (element symbols).
         conditions: dataset names the model is conditioned on.
-        hidden, num_layers, num_freqs: size of the :class:`PeriodicActionNetwork`.
+        hidden, num_layers, num_freqs, disp_freqs: size of the :class:`PeriodicActionNetwork`.
         latent_dim, encoder_layers: latent autoencoder.
         cond_features: width of the dataset embedding.
     """
@@ -107,6 +107,7 @@ class CrystalFlow(nn.Module):
         latent_dim: int = 16,
         encoder_layers: int = 2,
         cond_features: int = 16,
+        disp_freqs: int = 3,
     ):
         super().__init__()
         if not elements:
@@ -115,10 +116,11 @@ class CrystalFlow(nn.Module):
         self.conditions = list(conditions)
         self.hidden, self.num_layers, self.num_freqs = hidden, num_layers, num_freqs
         self.latent_dim, self.encoder_layers, self.cond_features = latent_dim, encoder_layers, cond_features
+        self.disp_freqs = disp_freqs
         k = len(self.elements)
         self.cond_embed = nn.Embedding(len(self.conditions), cond_features)
-        self.net = PeriodicActionNetwork(k, hidden, num_layers, num_freqs, cond_features + latent_dim + 1)
-        self.encoder = PeriodicActionNetwork(k, hidden, encoder_layers, num_freqs, cond_features)
+        self.net = PeriodicActionNetwork(k, hidden, num_layers, num_freqs, cond_features + latent_dim + 1, disp_freqs)
+        self.encoder = PeriodicActionNetwork(k, hidden, encoder_layers, num_freqs, cond_features, heads=False)
         self.to_latent = nn.Linear(hidden, 2 * latent_dim)
         c = len(self.conditions)
         # data statistics, set by fit_statistics()
@@ -134,6 +136,7 @@ class CrystalFlow(nn.Module):
             "elements": self.elements, "conditions": self.conditions, "hidden": self.hidden,
             "num_layers": self.num_layers, "num_freqs": self.num_freqs, "latent_dim": self.latent_dim,
             "encoder_layers": self.encoder_layers, "cond_features": self.cond_features,
+            "disp_freqs": self.disp_freqs,
         }
 
     @classmethod
@@ -236,6 +239,7 @@ class CrystalFlow(nn.Module):
         csp_fraction: float = 0.5,
         latent_dropout: float = 0.5,
         kl_weight: float = 1e-3,
+        coord_weight: float = 10.0,
         lattice_weight: float = 1.0,
         species_weight: float = 1.0,
         repulsion_weight: float = 0.0,
@@ -289,7 +293,7 @@ class CrystalFlow(nn.Module):
         gen = ~csp[atom_batch]
         loss_a = F.cross_entropy(out["species_logits"][gen], batch.species[gen]) if gen.any() else kl * 0
         terms = {"coords": loss_f, "lattice": loss_l, "species": loss_a, "kl": kl}
-        total = loss_f + lattice_weight * loss_l + species_weight * loss_a + kl_weight * kl
+        total = coord_weight * loss_f + lattice_weight * loss_l + species_weight * loss_a + kl_weight * kl
         if repulsion_weight:
             f_hat = f_t + (1 - tn) * v_f
             s_hat = s_t + ((1 - t) * std).view(-1, 1, 1) * out["lattice_action"]

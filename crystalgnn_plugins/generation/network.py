@@ -9,8 +9,12 @@ of the shortest such difference and on the rotation-invariant Gram matrix of
 the lattice. It outputs actions aggregated from the edges (Klipfel et al. 2022):
 
 - ``frac_velocity`` (N, 3): per-atom displacement of fractional coordinates,
-  ``Σ_j w_ij wrap(f_j - f_i)``; as a Cartesian vector ``Σ_j w_ij r_ij`` it rotates
-  with the crystal (E(3)-equivariant), in fractional coordinates it is invariant;
+  aggregated from per-edge actions along the smooth periodic directions
+  ``Σ_j Σ_k w_ijk sin(2πk d_ij) / 2πk`` (``d_ij = f_j - f_i``; for small ``d`` this is
+  ``(Σ_k w_ijk) d_ij``, a pull towards atom ``j``). Unlike ``wrap(d_ij)`` these
+  directions are continuous where two atoms are half a lattice vector apart (as in
+  perovskites), so the flow can settle there. In fractional coordinates the
+  displacement is invariant; as a Cartesian vector it rotates with the crystal;
 - ``lattice_action`` (B, 3, 3): a symmetric Cartesian matrix
   ``Σ_ij u_ij r̂_ij r̂_ijᵀ + Σ_k c_k â_k â_kᵀ`` (edges and lattice directions), which
   transforms as ``R g Rᵀ`` under a rotation ``R``;
@@ -98,12 +102,25 @@ class PeriodicActionNetwork(nn.Module):
         hidden: feature width.
         num_layers: message-passing layers.
         num_freqs: Fourier frequencies of the fractional differences.
+        disp_freqs: periodic directions ``sin(2πk d)/2πk``, ``k = 1..disp_freqs``, of
+            the per-atom displacements.
+        heads: build the output heads (``False`` for an encoder: features only).
         cond_dim: width of the per-crystal condition vector (0 for none).
     """
 
-    def __init__(self, num_species: int, hidden: int = 128, num_layers: int = 4, num_freqs: int = 8, cond_dim: int = 0):
+    def __init__(
+        self,
+        num_species: int,
+        hidden: int = 128,
+        num_layers: int = 4,
+        num_freqs: int = 8,
+        cond_dim: int = 0,
+        disp_freqs: int = 3,
+        heads: bool = True,
+    ):
         super().__init__()
         self.num_species, self.hidden, self.num_freqs, self.cond_dim = num_species, hidden, num_freqs, cond_dim
+        self.disp_freqs, self.heads = disp_freqs, heads
         self.register_buffer(
             "freqs", 2 * math.pi * torch.arange(1, num_freqs + 1, dtype=torch.float32), persistent=False
         )
@@ -114,11 +131,15 @@ class PeriodicActionNetwork(nn.Module):
         # per-crystal invariants: time (16 Fourier features), normalised Gram (6), log volume per atom, condition
         self.global_in = _mlp(16 + 6 + 1 + cond_dim, hidden, hidden)
         self.layers = nn.ModuleList(_MessageLayer(hidden, edge_dim) for _ in range(num_layers))
-        self.disp_head = _mlp(hidden, hidden, 1)
-        self.edge_lattice_head = _mlp(hidden, hidden, 1)
-        self.cell_lattice_head = _mlp(2 * hidden, hidden, 6)
-        self.species_head = _mlp(hidden, hidden, num_species)
         self.pool_out = nn.Linear(hidden, hidden)
+        if heads:  # an encoder (heads=False) only needs the features
+            # per edge: weights of the displacement directions and of the lattice action
+            self.edge_head = _mlp(hidden, hidden, disp_freqs + 1)
+            self.cell_lattice_head = _mlp(2 * hidden, hidden, 6)
+            self.species_head = _mlp(hidden, hidden, num_species)
+            self.register_buffer(
+                "disp_k", 2 * math.pi * torch.arange(1, disp_freqs + 1, dtype=torch.float32), persistent=False
+            )
 
     def _time_features(self, t: torch.Tensor) -> torch.Tensor:
         k = torch.arange(1, 9, device=t.device, dtype=t.dtype)
@@ -178,18 +199,22 @@ class PeriodicActionNetwork(nn.Module):
         for layer in self.layers:
             h, m = layer(h, edge_index, edge_attr)
 
+        pooled = self.pool_out(_scatter_mean(h, batch, num_crystals))
+        if not self.heads:
+            return {"node_features": h, "crystal_features": pooled}
         n_nodes = frac.shape[0]
         if m is None or m.shape[0] == 0:
             frac_velocity = torch.zeros_like(frac)
             edge_part = lattice.new_zeros(num_crystals, 3, 3)
         else:
-            w = self.disp_head(m)
-            frac_velocity = _scatter_mean(w * d, i, n_nodes)
-            u = self.edge_lattice_head(m).squeeze(-1)
+            out = self.edge_head(m)
+            w, u = out[:, :-1], out[:, -1]
+            k = self.disp_k.to(d.dtype)
+            directions = torch.sin(d.unsqueeze(-1) * k) / k  # (E, 3, K), smooth and periodic
+            frac_velocity = _scatter_mean((directions * w.unsqueeze(1)).sum(-1), i, n_nodes)
             unit = r / dist.clamp_min(1e-6).unsqueeze(-1)
             outer = unit.unsqueeze(-1) * unit.unsqueeze(-2) * u.view(-1, 1, 1)
             edge_part = _scatter_mean(outer, edge_batch, num_crystals)
-        pooled = self.pool_out(_scatter_mean(h, batch, num_crystals))
         c = self.cell_lattice_head(torch.cat([pooled, g], -1))  # (B, 6)
         a = lattice
         directions = torch.stack([a[:, 0], a[:, 1], a[:, 2], a[:, 0] + a[:, 1], a[:, 0] + a[:, 2], a[:, 1] + a[:, 2]], 1)

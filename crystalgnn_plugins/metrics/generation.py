@@ -186,18 +186,49 @@ def fingerprints(structures: Sequence[Structure | None], n_jobs: int = 1) -> tup
 # ----------------------------------------------------------------------------- coverage
 
 
+@lru_cache(maxsize=1)
+def broad_comp_scaler() -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` of the Magpie composition features over a broad, synthetic,
+    dataset-independent composition set (all elements H-Bi, their binaries and
+    seeded ternaries; ``benchmarks/generation/make_comp_scaler.py``)."""
+    import json
+    from pathlib import Path
+
+    data = json.loads((Path(__file__).parent / "data" / "magpie_scaler.json").read_text())
+    return np.asarray(data["mean"], dtype=float), np.asarray(data["std"], dtype=float)
+
+
+def _comp_scaler(comp_scaler, reference: np.ndarray):
+    """A function standardising composition fingerprints (NaN -> 0, as CDVAE)."""
+    if isinstance(comp_scaler, str):
+        if comp_scaler == "broad":
+            mean, std = broad_comp_scaler()
+        elif comp_scaler == "reference":
+            mean, std = np.nanmean(reference, 0), np.nanstd(reference, 0)
+            std = np.where(std > 1e-12, std, 1.0)
+        else:
+            raise ValueError(f"comp_scaler {comp_scaler!r}: use 'broad', 'reference' or a (mean, std) pair")
+    else:
+        mean, std = (np.asarray(a, dtype=float) for a in comp_scaler)
+    return lambda x: np.nan_to_num((x - mean) / std)
+
+
 def coverage(
     generated_fps: tuple[np.ndarray, np.ndarray],
     reference_fps: tuple[np.ndarray, np.ndarray],
     struc_cutoff: float,
     comp_cutoff: float,
     num_generated: int | None = None,
+    comp_scaler: str | tuple[np.ndarray, np.ndarray] = "broad",
 ) -> dict[str, float]:
     """CDVAE COV-R / COV-P from ``(struct_fps, comp_fps)`` pairs (rows with a NaN structure
     fingerprint: not fingerprinted, e.g. invalid; they count as uncovered generated crystals).
 
-    Composition fingerprints are standardised with a ``StandardScaler`` fitted on the
-    reference set (CDVAE uses a fixed scaler); distances are Euclidean. As in CDVAE's
+    Composition fingerprints are standardised with fixed means and standard deviations
+    of a broad composition set (``comp_scaler="broad"``, :func:`broad_comp_scaler`; CDVAE
+    uses fixed constants of its own training data, which make the cutoff a distance in
+    units of a broad chemistry), or fitted on the reference set (``"reference"``), or a
+    given ``(mean, std)``; distances are Euclidean. As in CDVAE's
     ``compute_cov``, a reference crystal is recalled if its nearest generated structure
     fingerprint is within ``struc_cutoff`` and its nearest generated composition
     fingerprint within ``comp_cutoff`` (the two nearest may differ; ``cov_recall_joint``
@@ -205,7 +236,6 @@ def coverage(
     likewise and divides by ``num_generated`` (default: all rows of ``generated_fps``).
     ``amsd_*``/``amcd_*`` are the mean nearest structure/composition distances."""
     from scipy.spatial.distance import cdist
-    from sklearn.preprocessing import StandardScaler
 
     g_struc, g_comp = (np.asarray(a, dtype=float) for a in generated_fps)
     r_struc, r_comp = (np.asarray(a, dtype=float) for a in reference_fps)
@@ -218,9 +248,9 @@ def coverage(
         return {**out, "cov_recall": 0.0, "cov_precision": 0.0, "cov_recall_joint": 0.0,
                 "cov_precision_joint": 0.0, "amsd_recall": nan, "amsd_precision": nan,
                 "amcd_recall": nan, "amcd_precision": nan}
-    scaler = StandardScaler().fit(r_comp[r_ok])  # ignores NaN; missing values become 0 as in CDVAE
+    scale = _comp_scaler(comp_scaler, r_comp[r_ok])
     d_struc = cdist(g_struc[g_ok], r_struc[r_ok])
-    d_comp = cdist(*(np.nan_to_num(scaler.transform(c[ok])) for c, ok in ((g_comp, g_ok), (r_comp, r_ok))))
+    d_comp = cdist(scale(g_comp[g_ok]), scale(r_comp[r_ok]))
     joint = (d_struc <= struc_cutoff) & (d_comp <= comp_cutoff)
     recalled = (d_struc.min(axis=0) <= struc_cutoff) & (d_comp.min(axis=0) <= comp_cutoff)
     precise = (d_struc.min(axis=1) <= struc_cutoff) & (d_comp.min(axis=1) <= comp_cutoff)
@@ -393,6 +423,8 @@ def evaluate_generation(
     uniqueness_samples: int | None = None,
     seed: int = 0,
     reference_fps: tuple[np.ndarray, np.ndarray] | None = None,
+    generated_fps: tuple[np.ndarray, np.ndarray] | None = None,
+    comp_scaler: str | tuple[np.ndarray, np.ndarray] = "broad",
 ) -> dict[str, Any]:
     """All CDVAE generation metrics of ``generated`` against ``reference`` (fractions 0..1).
 
@@ -401,7 +433,9 @@ def evaluate_generation(
     only; the EMDs use a random subset of ``emd_samples`` valid samples (all valid ones if
     fewer) against all reference crystals; uniqueness and novelty (against ``training``)
     are over the valid samples, optionally on seeded subsets. Pass ``reference_fps``
-    (from ``fingerprints(reference)``) to reuse them across evaluations."""
+    (from ``fingerprints(reference)``) to reuse them across evaluations, and
+    ``generated_fps`` (``fingerprints`` of ``generated``, rows of invalid samples are
+    ignored) when they were computed before, e.g. in resumable chunks."""
     if dataset not in COV_CUTOFFS:
         raise ValueError(f"unknown dataset {dataset!r}; COV cutoffs exist for {sorted(COV_CUTOFFS)}")
     samples = list(generated)
@@ -419,9 +453,14 @@ def evaluate_generation(
     }
     if reference_fps is None:
         reference_fps = fingerprints(reference, n_jobs=n_jobs)
-    gen_fps = fingerprints([s if ok else None for s, ok in zip(samples, valid_mask)], n_jobs=n_jobs)
+    if generated_fps is None:
+        gen_fps = fingerprints([s if ok else None for s, ok in zip(samples, valid_mask)], n_jobs=n_jobs)
+    else:
+        gen_fps = tuple(np.where(valid_mask[:, None], np.asarray(a, dtype=float), np.nan) for a in generated_fps)
+        if any(len(a) != n for a in gen_fps):
+            raise ValueError(f"generated_fps have {len(gen_fps[0])} rows for {n} samples")
     cut = COV_CUTOFFS[dataset]
-    out.update(coverage(gen_fps, reference_fps, cut["struc"], cut["comp"], num_generated=n))
+    out.update(coverage(gen_fps, reference_fps, cut["struc"], cut["comp"], num_generated=n, comp_scaler=comp_scaler))
     emd_set = _subset(valid, emd_samples, seed)
     out["emd_num_samples"] = len(emd_set)
     out["density_emd"] = density_emd(emd_set, reference) if emd_set else float("nan")

@@ -79,7 +79,7 @@ def test_generate_bad_arguments(generator_dir, tmp_path, capsys, args, message):
 
 def test_generate_bad_n_and_missing_model(generator_dir, tmp_path, capsys):
     assert main(["generate", "0", "-m", str(generator_dir), "-o", str(tmp_path / "o")]) == 2
-    assert "n must be a positive number of structures, got 0" in capsys.readouterr().err
+    assert "n must be a positive whole number of structures, got 0" in capsys.readouterr().err
     assert main(["generate", "1", "-m", str(tmp_path / "nope"), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "crystalgnn generate: error:" in err and "nope" in err and "Traceback" not in err

@@ -93,6 +93,10 @@ def test_package_import_stays_light() -> None:
 # ----------------------------------------------------------------------------- coverage
 
 
+#: the hand-made composition fingerprints below are 4-dimensional: standardise them on the reference
+SCALER = "reference"
+
+
 def _fps(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """Well-separated fingerprints: structure rows 7 apart, composition rows on a line."""
     return np.eye(n) * 5.0, np.arange(n)[:, None] * np.full((1, 4), 50.0)
@@ -100,7 +104,7 @@ def _fps(n: int = 6) -> tuple[np.ndarray, np.ndarray]:
 
 def test_coverage_identical_sets() -> None:
     ref = _fps()
-    out = gm.coverage(ref, ref, struc_cutoff=0.2, comp_cutoff=4.0)
+    out = gm.coverage(ref, ref, struc_cutoff=0.2, comp_cutoff=4.0, comp_scaler=SCALER)
     assert out["cov_recall"] == out["cov_precision"] == 1.0
     assert out["cov_recall_joint"] == out["cov_precision_joint"] == 1.0
     assert out["amsd_recall"] == pytest.approx(0.0) and out["amcd_precision"] == pytest.approx(0.0)
@@ -110,13 +114,13 @@ def test_coverage_invalid_rows_lower_precision() -> None:
     ref = _fps()
     gen = tuple(a.copy() for a in ref)
     gen[0][:2] = np.nan  # two generated crystals without fingerprints (invalid)
-    out = gm.coverage(gen, ref, 0.2, 4.0)
+    out = gm.coverage(gen, ref, 0.2, 4.0, comp_scaler=SCALER)
     assert out["num_fingerprinted"] == 4
     assert out["cov_precision"] == pytest.approx(4 / 6)
     assert out["cov_recall"] == pytest.approx(4 / 6)  # their reference partners are not covered
     gen[1][2, 0] = np.nan  # a gap in the Magpie features is not a missing fingerprint
-    assert gm.coverage(gen, ref, 0.2, 4.0)["num_fingerprinted"] == 4
-    only_valid = gm.coverage(tuple(a[2:] for a in gen), ref, 0.2, 4.0, num_generated=6)
+    assert gm.coverage(gen, ref, 0.2, 4.0, comp_scaler=SCALER)["num_fingerprinted"] == 4
+    only_valid = gm.coverage(tuple(a[2:] for a in gen), ref, 0.2, 4.0, num_generated=6, comp_scaler=SCALER)
     assert only_valid["cov_precision"] == pytest.approx(4 / 6)
 
 
@@ -128,12 +132,12 @@ def test_coverage_cutoffs() -> None:
     across = np.array([1.0, -1.0, 1.0, -1.0]) / 2 * ref[1].std(axis=0)  # one std, off the line
     gen[1][2] += 3.0 * across  # 3 standardised units: within the composition cutoff 4
     gen[1][3] += 5.0 * across  # beyond it
-    out = gm.coverage(gen, ref, 0.2, 4.0)
+    out = gm.coverage(gen, ref, 0.2, 4.0, comp_scaler=SCALER)
     assert out["cov_precision"] == out["cov_precision_joint"] == pytest.approx(4 / 6)
     assert out["cov_recall_joint"] == pytest.approx(4 / 6)
     # CDVAE: reference 3 has its structure in generated 3 and a composition within 4 in generated 2
     assert out["cov_recall"] == pytest.approx(5 / 6)
-    loose = gm.coverage(gen, ref, 0.3, 6.0)
+    loose = gm.coverage(gen, ref, 0.3, 6.0, comp_scaler=SCALER)
     assert loose["cov_recall"] == loose["cov_precision"] == 1.0
 
 
@@ -142,7 +146,7 @@ def test_coverage_recall_follows_cdvae_not_joint() -> None:
     ref = _fps(2)
     far_struc, far_comp = np.full(2, 100.0), np.full(4, 1e4)
     gen = (np.stack([ref[0][0], far_struc]), np.stack([far_comp, ref[1][0]]))
-    out = gm.coverage(gen, ref, 0.2, 4.0)
+    out = gm.coverage(gen, ref, 0.2, 4.0, comp_scaler=SCALER)
     assert out["cov_recall"] == 0.5
     assert out["cov_recall_joint"] == 0.0
     assert out["cov_precision"] == out["cov_precision_joint"] == 0.0
@@ -241,3 +245,15 @@ def test_fingerprints_nan_rows() -> None:
     struct_fps, comp_fps = gm.fingerprints([None, cscl_type()])
     assert np.isnan(struct_fps[0]).all() and np.isnan(comp_fps[0]).all()
     assert np.isfinite(struct_fps[1]).all() and np.isfinite(comp_fps[1]).all()
+
+
+def test_broad_comp_scaler_is_shipped_and_used_by_default() -> None:
+    """The default composition scaler: Magpie means/stds of a broad composition set."""
+    mean, std = gm.broad_comp_scaler()
+    assert mean.shape == std.shape == (132,) and np.isfinite(mean).all() and (std > 0).all()
+    ref = (np.zeros((2, 3)), np.stack([mean, mean + 2 * std]))  # two compositions 2*sqrt(132) apart
+    gen = (np.zeros((1, 3)), (mean + 0.1 * std)[None])
+    broad = gm.coverage(gen, ref, 0.2, 4.0)
+    assert broad["cov_precision"] == 1.0 and broad["cov_recall"] == 0.5
+    with pytest.raises(ValueError, match="comp_scaler 'nope'"):
+        gm.coverage(gen, ref, 0.2, 4.0, comp_scaler="nope")
