@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--target-margin", type=float, default=0.2, help="guide below threshold - margin (eV)")
     ap.add_argument("--threshold", type=float, default=0.439)
     ap.add_argument("--speed-n", type=int, default=2000)
-    ap.add_argument("--configs", default="plain,physics")
+    ap.add_argument("--configs", default="plain,physics", help="sampling configurations (empty: none, e.g. only the memorisation yardstick)")
     ap.add_argument("--datasets", default="perov_5,carbon_24")
     ap.add_argument("--sections", default="metrics,relax,csp,targeting", help=f"subset of {','.join(SECTIONS)}")
     ap.add_argument("--steps", type=int, default=50)
@@ -262,7 +262,7 @@ def main() -> None:
                     uniqueness_samples=match, seed=args.seed)
                 print(dataset, "memorisation", json.dumps(res["memorisation"], indent=1, default=float), flush=True)
                 write_json_atomic(report_path, report)
-        for config in args.configs.split(","):
+        for config in [c for c in args.configs.split(",") if c]:
             cfg_dir = ds_dir / f"{config}_steps{args.steps}"
             cfg_dir.mkdir(parents=True, exist_ok=True)
             key = f"{config}_steps{args.steps}"
