@@ -24,7 +24,8 @@ repulsion + learned-energy guidance) it writes to ``--out`` and prints:
 
 Every stage is cached under ``--out`` (samples, fingerprints in chunks, relaxations,
 CSP predictions), so a killed run continues where it stopped when started again
-with the same arguments; ``--fresh`` deletes the cache first.
+with the same arguments (relaxation and targeting are computed again when their
+settings change); ``--fresh`` deletes the cache first.
 
     OMP_NUM_THREADS=2 python benchmarks/generation/evaluate_generator.py \\
         --perov ../shared/data/perov_5/dev.csv --carbon ../shared/data/carbon_24/dev.csv \\
@@ -76,12 +77,22 @@ def _load_structures(path: Path) -> tuple[list, dict]:
     return structures, data
 
 
-def _cached_json(path: Path, compute):
+def _cached_json(path: Path, compute, settings: dict):
+    """``compute()`` cached in ``path``; computed again if the cache was made with other ``settings``."""
     if path.exists():
-        return json.loads(path.read_text())
-    value = compute()
+        value = json.loads(path.read_text())
+        if value.get("settings") == settings:
+            return value
+    value = {**compute(), "settings": settings}
     write_json_atomic(path, value)
     return value
+
+
+def _concat(arrays: list) -> np.ndarray:
+    """Rows of fingerprint chunks; a chunk without any fingerprint has 0 columns (all NaN rows)."""
+    width = max((a.shape[1] for a in arrays), default=0)
+    return np.concatenate([a if a.shape[1] == width else np.full((len(a), width), np.nan) for a in arrays]
+                          or [np.empty((0, 0))])
 
 
 def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +108,7 @@ def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarra
             print(f"  fingerprints {min(lo + FP_CHUNK, len(structures))}/{len(structures)}", flush=True)
         data = np.load(path)
         parts.append((data["struc"], data["comp"]))
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return _concat([p[0] for p in parts]), _concat([p[1] for p in parts])
 
 
 # ----------------------------------------------------------------------------- stages
@@ -152,10 +163,10 @@ def _relax_stats(args, structures: list) -> dict:
 
 
 def _csp(args, test: list, dataset: str, out: Path) -> dict:
-    path = out / "csp_predictions.json.gz"
+    path = out / f"csp_steps{args.steps}_predictions.json.gz"
     if path.exists():
         preds, extra = _load_structures(path)
-    else:
+    if not path.exists() or extra.get("seed") != args.seed or len(preds) != len(test):
         source = _source(args, physics=False)
         preds = []
         t0 = time.perf_counter()
@@ -166,7 +177,7 @@ def _csp(args, test: list, dataset: str, out: Path) -> dict:
             except ValueError as exc:  # e.g. an element unknown to the generator
                 print(f"CSP {s.properties.get('material_id')}: {exc}", flush=True)
                 preds.append(None)
-        extra = {"seconds": time.perf_counter() - t0}
+        extra = {"seed": args.seed, "seconds": time.perf_counter() - t0}
         _save_structures(path, preds, extra)
     return {**gm.csp_match(preds, test), **extra}
 
@@ -185,7 +196,7 @@ def _targeting(args) -> dict:
                                            valid_only=False)
         valid = [s for s in structures if gm.structural_validity(s)]
         known = [s for s in valid if {e.symbol for e in s.composition.elements} <= set(model.elements)]
-        y = np.asarray(predict(model, known)[model.target], dtype=float).ravel()
+        y = np.asarray(predict(model, known)[model.target] if known else [], dtype=float).ravel()
         out[name] = {"num_valid": len(valid), "num_predicted": len(y),
                      "fraction_below": float((y < args.threshold).mean()) if len(y) else None,
                      "median_prediction": float(np.median(y)) if len(y) else None,
@@ -277,7 +288,8 @@ def main() -> None:
                 res.setdefault(key, {}).update(metrics, sampling=extra)
             if "relax" in sections:
                 res.setdefault(key, {})["relaxation"] = _cached_json(
-                    cfg_dir / "relax.json", lambda s=structures: _relax_stats(args, s[: args.relax_n]))
+                    cfg_dir / "relax.json", lambda s=structures: _relax_stats(args, s[: args.relax_n]),
+                    {"relax_n": args.relax_n, "energy_model": args.energy_model})
             print(dataset, key, json.dumps(res.get(key), indent=1, default=float), flush=True)
             write_json_atomic(report_path, report)
         if "csp" in sections and dataset == "perov_5":
@@ -285,7 +297,9 @@ def main() -> None:
             print(dataset, "csp", res[f"csp_steps{args.steps}"], flush=True)
             write_json_atomic(report_path, report)
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
-            res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args))
+            res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
+                k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
+                                              "target_margin", "threshold", "steps", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:

@@ -1,0 +1,204 @@
+"""Smoke test of benchmarks/generation/evaluate_generator.py (no ../shared data).
+
+Two tiny CDVAE-format CSVs (perovskites and carbon built with pymatgen by the
+session fixtures of ``tests/conftest.py``), a tiny generator trained for one epoch
+with the script's condition names (``perov_5``, ``carbon_24``), the tiny energy
+model and an untrained ``heat_ref`` property model; every section runs once, a
+second run must come from the caches, and a changed ``--n`` must ask for ``--fresh``.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+HERE = Path(__file__).resolve().parents[2] / "benchmarks" / "generation"
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+EG = importlib.import_module("evaluate_generator")
+
+RENAME = {"perov": "perov_5", "carbon": "carbon_24"}
+N_PEROV, N_CARBON = 20, 10  # 80/10/10: 16/2/2 and 8/1/1
+
+
+def _write_csv(path: Path, structures: list, targets: dict[str, list[float]]) -> Path:
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["", "material_id", "cif", *targets])
+        for k, s in enumerate(structures):
+            writer.writerow([k, f"{path.stem}-{k}", s.to(fmt="cif"), *(v[k] for v in targets.values())])
+    return path
+
+
+@pytest.fixture(scope="module")
+def csvs(generator_dataset, tmp_path_factory):
+    """(perov_5 CSV, carbon_24 CSV) with made-up target values."""
+    structures, conditions = generator_dataset
+    perov = [s for s, c in zip(structures, conditions) if c == "perov"][:N_PEROV]
+    carbon = [s for s, c in zip(structures, conditions) if c == "carbon"][:N_CARBON]
+    assert len(perov) == N_PEROV and len(carbon) == N_CARBON
+    root = tmp_path_factory.mktemp("cdvae_csv")
+    heat = [0.2 + 0.05 * k for k in range(N_PEROV)]
+    return (
+        _write_csv(root / "perov_5.csv", perov, {"heat_ref": heat, "heat_all": [h - 1.0 for h in heat]}),
+        _write_csv(root / "carbon_24.csv", carbon, {"energy_per_atom": [-154.0 + 0.01 * k for k in range(N_CARBON)]}),
+    )
+
+
+@pytest.fixture(scope="module")
+def named_generator(generator_dataset, tmp_path_factory):
+    """A tiny generator (one epoch) whose conditions are the script's dataset names."""
+    from crystalgnn_plugins.generation import train_generator
+
+    structures, conditions = generator_dataset
+    conditions = [RENAME[c] for c in conditions]
+    val = list(range(0, len(structures), 6))  # a few of each kind
+    out = tmp_path_factory.mktemp("generator_named")
+    with torch.random.fork_rng():
+        flow, _ = train_generator(
+            structures, conditions, [structures[i] for i in val], [conditions[i] for i in val],
+            flow_kwargs={"hidden": 32, "num_layers": 2, "encoder_layers": 1, "latent_dim": 4, "cond_features": 8},
+            epochs=1, batch_size=30, lr=3e-3, seed=0, out_dir=out,
+        )
+    assert sorted(flow.conditions) == ["carbon_24", "perov_5"]
+    return out / "model"
+
+
+@pytest.fixture(scope="module")
+def property_model_dir(tiny_energy_model, tmp_path_factory):
+    """An untrained smooth-CGCNN ``heat_ref`` model saved as a model directory."""
+    from crystalgnn_plugins.models import PropertyModel
+    from crystalgnn_plugins.models.io import save_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = PropertyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0},
+                              elements=list(tiny_energy_model.elements), target="heat_ref", target_units="eV",
+                              hidden=8, mean=0.5, std=0.3)
+    return save_model(model.double().eval(), tmp_path_factory.mktemp("heat_ref") / "model")
+
+
+def _run(monkeypatch, argv: list[str]) -> None:
+    monkeypatch.setattr(sys, "argv", ["evaluate_generator.py", *argv])
+    threads = torch.get_num_threads()
+    try:
+        EG.main()
+    finally:
+        torch.set_num_threads(threads)  # main() sets the process-wide thread count
+
+
+def _cache_files(out: Path) -> dict[str, int]:
+    return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.rglob("*"))
+            if p.is_file() and p.name != "report.json"}
+
+
+def _same(a, b) -> bool:
+    """Equal JSON values, NaN equal to NaN."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _fraction(x) -> bool:
+    return isinstance(x, float) and 0.0 <= x <= 1.0
+
+
+def test_evaluate_generator_end_to_end(csvs, named_generator, energy_model_dir, property_model_dir, tmp_path,
+                                       monkeypatch, capsys):
+    perov_csv, carbon_csv = csvs
+    out = tmp_path / "eval"
+    argv = [
+        "--perov", str(perov_csv), "--carbon", str(carbon_csv), "--model", str(named_generator),
+        "--energy-model", str(energy_model_dir), "--property-model", str(property_model_dir),
+        "--n", "6", "--relax-n", "2", "--steps", "3", "--threads", "1", "--n-jobs", "1",
+        "--match-samples", "0", "--target-n", "3", "--speed-n", "4",
+        "--sections", "metrics,relax,csp,targeting,speed", "--out", str(out),
+    ]
+    _run(monkeypatch, argv)
+    assert f"report: {out / 'report.json'}" in capsys.readouterr().out
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["args"]["n"] == 6 and report["args"]["steps"] == 3
+    results = report["results"]
+    assert set(results) == {"perov_5", "carbon_24"}
+    for dataset, res in results.items():
+        mem = res["memorisation"]
+        assert mem["num_samples"] == {"perov_5": 16, "carbon_24": 8}[dataset]
+        for key in ("plain_steps3", "physics_steps3"):
+            m = res[key]
+            assert m["num_samples"] == 6 and m["sampling"]["n"] == 6 and m["sampling"]["seed"] == 0
+            assert (out / dataset / key / "samples.json.gz").is_file()
+            assert 0 <= m["num_valid"] <= 6
+        for m in (mem, res["plain_steps3"], res["physics_steps3"]):
+            for name in ("struct_validity", "comp_validity", "validity"):
+                assert _fraction(m[name]), (dataset, name, m[name])
+            assert {"cov_recall", "cov_precision"} <= m.keys()
+            assert {"density_emd", "num_elements_emd", "uniqueness"} <= m.keys()
+        assert "novelty" in res["plain_steps3"] and "novelty" not in mem
+        for key in ("plain_steps3", "physics_steps3"):
+            relaxation = res[key]["relaxation"]
+            assert set(relaxation) >= {"num_relaxed", "converged_fraction", "median_displacement_A",
+                                       "median_volume_change", "errors", "seconds"}
+            assert 0 <= relaxation["num_relaxed"] <= 2
+            assert (out / dataset / key / "relax.json").is_file()
+        speed = res["speed_steps3_threads1"]
+        assert speed["samples"] == 4 and 0 <= speed["valid"] <= 4 and speed["threads"] == 1
+    csp = results["perov_5"]["csp_steps3"]
+    assert {"match_rate", "rmse", "num", "num_matched"} <= csp.keys()
+    assert csp["num"] == 2 and _fraction(csp["match_rate"])
+    assert "csp_steps3" not in results["carbon_24"] and "targeting" not in results["carbon_24"]
+    targeting = results["perov_5"]["targeting"]
+    for name in ("unguided", "guided"):
+        assert {"num_valid", "num_predicted", "fraction_below"} <= targeting[name].keys()
+        assert targeting[name]["num_predicted"] <= targeting[name]["num_valid"] <= 3
+
+    # the same arguments again: everything but the speed comes from the caches
+    before = _cache_files(out)
+    assert any(name.endswith("samples.json.gz") for name in before)
+    assert "perov_5/csp_steps3_predictions.json.gz" in before
+    _run(monkeypatch, argv)
+    assert _cache_files(out) == before
+    again = json.loads((out / "report.json").read_text())["results"]
+    for dataset, res in results.items():
+        for key, value in res.items():
+            if not key.startswith("speed"):
+                assert _same(again[dataset][key], value), (dataset, key)
+
+    # other relaxation / CSP settings are computed again, not taken from the caches
+    base = argv[: argv.index("--n")] + ["--n", "6", "--threads", "1", "--n-jobs", "1", "--out", str(out)]
+    _run(monkeypatch, [*base, "--steps", "3", "--relax-n", "1", "--sections", "relax", "--datasets", "carbon_24",
+                       "--configs", "plain"])
+    relaxation = json.loads((out / "report.json").read_text())["results"]["carbon_24"]["plain_steps3"]["relaxation"]
+    assert relaxation["settings"]["relax_n"] == 1 and relaxation["num_relaxed"] <= 1
+    _run(monkeypatch, [*base, "--steps", "4", "--sections", "csp", "--datasets", "perov_5", "--configs", ""])
+    preds, extra = EG._load_structures(out / "perov_5" / "csp_steps4_predictions.json.gz")
+    assert extra["seed"] == 0 and [s.properties["generation"]["steps"] for s in preds] == [4, 4]
+    assert "csp_steps4" in json.loads((out / "report.json").read_text())["results"]["perov_5"]
+
+    # another --n with the same --out: refused, pointing at --fresh
+    argv[argv.index("--n") + 1] = "7"
+    with pytest.raises(SystemExit, match="--fresh"):
+        _run(monkeypatch, argv)
+
+
+def test_fingerprint_chunks_without_any_valid_structure(generator_dataset, tmp_path, monkeypatch):
+    """A chunk of only invalid samples (no fingerprint, 0 columns) joins the others."""
+    s = generator_dataset[0][0]
+    monkeypatch.setattr(EG, "FP_CHUNK", 2)
+    struc, comp = EG._fingerprints([s, s, None, None, s], tmp_path / "fps", n_jobs=1)
+    assert struc.shape[0] == comp.shape[0] == 5 and struc.shape[1] > 0 and comp.shape[1] > 0
+    assert np.isnan(struc[2:4]).all() and np.isfinite(struc[[0, 1, 4]]).all()
+    assert len(list((tmp_path / "fps").glob("chunk_*.npz"))) == 3
