@@ -38,7 +38,8 @@ def _export(model, train_set, test_set, args) -> None:
     from crystalgnn_plugins.models import save_model
     from crystalgnn_plugins.training.evaluate import evaluate
 
-    model.set_elements({s for r in train_set for s in r.atoms.get_chemical_symbols()})
+    if model.elements is None:
+        model.set_elements({s for r in train_set for s in r.atoms.get_chemical_symbols()})
     state = torch.load(args.export_checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict({k.removeprefix("model."): v for k, v in state["state_dict"].items()})
     model.eval()
@@ -76,6 +77,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument(
+        "--init-from", default=None, metavar="MODEL",
+        help="start from the weights, element references and energy scale of a saved model (a directory, "
+        "or a registered name such as 'default': continue training the shipped model); the encoder "
+        "options are then those of that model",
+    )
+    ap.add_argument(
         "--export-checkpoint", default=None, metavar="CKPT",
         help="do not train: save the model of this Lightning checkpoint (e.g. OUT/checkpoints/best.ckpt) "
         "to OUT/export and print its held-out errors (the other options must match the run)",
@@ -97,7 +104,15 @@ def main() -> None:
     test_set = seen["test"]
 
     torch.manual_seed(args.seed)
-    model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
+    if args.init_from:
+        from crystalgnn_plugins.models.pretrained import resolve_model
+
+        model = resolve_model(args.init_from)
+        if not isinstance(model, EnergyModel):
+            raise SystemExit(f"--init-from {args.init_from}: not an energy model ({type(model).__name__})")
+        print(f"starting from {args.init_from} ({model.num_parameters} parameters)", flush=True)
+    else:
+        model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
     if args.export_checkpoint:
         _export(model, train_set, test_set, args)
         return
@@ -107,6 +122,7 @@ def main() -> None:
         loss_kwargs={"kind": args.loss_kind, "delta": args.huber_delta}, lr_schedule=args.lr_schedule,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=False,
+        fit_normalisation=not args.init_from,
     )
     test = result.report["metrics"]["test"]
     summary = {

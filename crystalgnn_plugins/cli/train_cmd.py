@@ -34,6 +34,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--encoder", default=None, help="encoder name (default: cgcnn for properties, smooth_cgcnn for energies)")
     p.add_argument("--encoder-option", "-E", type=_option, action="append", default=[], metavar="KEY=VALUE",
                    help="encoder keyword argument, e.g. -E cutoff=6.0 (repeatable)")
+    p.add_argument("--init-from", default=None, metavar="MODEL",
+                   help="fine-tune a trained model (saved-model directory or registered name, e.g. 'default') "
+                   "instead of a new one; keeps its element references and scale")
     p.add_argument("--loss", default=None, help="registered loss name (default: mse / energy_force_stress)")
     p.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--epochs", type=int, default=100)
@@ -76,7 +79,19 @@ def run(args: argparse.Namespace) -> int:
     subsets = [[records[i] for i in idx] for idx in (train_idx, val_idx, test_idx)]
     encoder_kwargs = dict(args.encoder_option)
     torch.manual_seed(args.seed)
-    if args.energy:
+    if args.init_from:
+        from crystalgnn_plugins.models.pretrained import resolve_model
+
+        if args.encoder or encoder_kwargs:
+            raise ValueError("--init-from takes the encoder of the trained model: drop --encoder/--encoder-option")
+        model = resolve_model(args.init_from)
+        if args.energy != isinstance(model, EnergyModel):
+            kind = "an energy model" if isinstance(model, EnergyModel) else f"a property model of {model.target!r}"
+            raise ValueError(f"--init-from {args.init_from}: {kind}, which does not match {'--energy' if args.energy else '--target'}")
+        if args.target and args.target != model.target:
+            raise ValueError(f"--init-from {args.init_from}: trained on {model.target!r}, not {args.target!r}")
+        targets = (["energy"] + ["forces"] * args.forces + ["stress"] * args.stress) if args.energy else None
+    elif args.energy:
         model = EnergyModel(args.encoder or "smooth_cgcnn", encoder_kwargs)
         targets = ["energy"] + ["forces"] * args.forces + ["stress"] * args.stress
     else:
@@ -91,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience, seed=args.seed, out_dir=args.out, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=not args.no_progress, accelerator=args.accelerator,
         devices=devices, strategy=args.strategy, num_nodes=args.num_nodes,
+        fit_normalisation=not args.init_from,
     )
     print(json.dumps({k: result.report[k] for k in ("metrics", "num_parameters", "training_time_s", "epochs_run")}, indent=2))
     print(f"model written to {result.model_dir}")

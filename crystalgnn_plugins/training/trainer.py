@@ -88,6 +88,7 @@ def train(
     strategy: str = "auto",
     num_nodes: int = 1,
     max_time: str | None = None,
+    fit_normalisation: bool = True,
 ) -> TrainResult:
     """Train ``model`` on labelled records.
 
@@ -112,6 +113,10 @@ def train(
         resume: continue from ``checkpoint_dir/last.ckpt`` (same settings required).
         accelerator, devices, strategy, num_nodes: passed to ``lightning.Trainer``
             (e.g. ``strategy="ddp"`` on several GPUs or nodes).
+        fit_normalisation: fit the per-element reference energies and the energy
+            scale (or the property mean/std) on the training set. ``False`` keeps
+            those of an already trained ``model``: fine-tuning, e.g. of the shipped
+            default potential on your own frames.
 
     Returns:
         :class:`TrainResult`; the report has MAE, RMSE, R² per split, training time (s)
@@ -136,14 +141,16 @@ def train(
             raise ValueError("an energy model needs 'energy' labels")
         if model.elements is None:
             model.set_elements(_elements(train_records))
-        model.fit_normalisation([r.atoms.numbers for r in train_records], [r.targets["energy"] for r in train_records])
+        if fit_normalisation:
+            model.fit_normalisation([r.atoms.numbers for r in train_records], [r.targets["energy"] for r in train_records])
     else:
         targets = [model.target]
         if model.elements is None:
             model.set_elements(_elements([*train_records, *val_records, *test_records]))
-        model.fit_normalisation(
-            [float(r.targets[model.target]) for r in train_records], [len(r.atoms) for r in train_records]
-        )
+        if fit_normalisation:
+            model.fit_normalisation(
+                [float(r.targets[model.target]) for r in train_records], [len(r.atoms) for r in train_records]
+            )
 
     for rec in test_records:  # fail now, not after training, on elements the model cannot know
         model.check_elements(rec.atoms.numbers, f"{rec.id} ({rec.source})")
@@ -174,6 +181,7 @@ def train(
         "seed": seed,
         "num_train": len(train_records),
         "num_val": len(val_records),
+        **({} if fit_normalisation else {"fit_normalisation": False}),
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     ckpt_path = None
@@ -194,6 +202,7 @@ def train(
             raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass resume=True (--resume) or another directory")
         write_json_atomic(stamp, {"fingerprint": fingerprint, "settings": settings})
 
+    model.train()  # a loaded (fine-tuned) model comes in eval mode
     module = CrystalModule(
         model, loss_fn, lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_schedule=lr_schedule,
         forces="forces" in targets, stress="stress" in targets,

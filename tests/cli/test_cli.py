@@ -36,6 +36,19 @@ def test_train_then_predict_energy_model(emt_data, tmp_path, capsys):
     assert len(rows) == 1 + len(frames)
     assert abs(float(rows[0]["energy_eV"]) - emt_data[0][0].targets["energy"]) < 1.0 and "stress_xx" in rows[0]
 
+    # fine-tune the trained model on the same file: its encoder and references are kept
+    tuned = tmp_path / "tuned"
+    code = main([
+        "train", str(data), "--energy", "--forces", "--epochs", "1", "--batch-size", "8",
+        "--init-from", str(out / "model"), "--out", str(tuned), "--no-progress",
+    ])
+    assert code == 0
+    settings = json.loads((tuned / "report.json").read_text())["settings"]
+    assert settings["model"] == report["settings"]["model"] and settings["fit_normalisation"] is False
+    capsys.readouterr()
+    assert main(["train", str(data), "--target", "energy", "--init-from", str(out / "model"), "--out", str(tmp_path / "x")]) != 0
+    assert "does not match --target" in capsys.readouterr().err
+
 
 def test_train_property_model_from_cdvae_csv(tmp_path, capsys):
     from ase.build import bulk

@@ -123,3 +123,28 @@ def test_cosine_schedule_and_huber_loss_options(emt_data, tmp_path):
     assert lrs[-1] == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="lr_schedule"):
         CrystalModule(model, None, lr_schedule="linear")
+
+
+def test_fine_tuning_keeps_references_and_starts_from_the_trained_weights(emt_data, tmp_path):
+    """``fit_normalisation=False`` continues from a trained model: its element
+    references and scale are kept, and training starts from its weights (the
+    first validation loss is the trained model's, not a fresh one's)."""
+    train_set, val_set = emt_data[0][:24], emt_data[1][:8]
+    torch.manual_seed(0)
+    model = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0}, hidden=8)
+    first = train(
+        train_set, val_set, model=model, targets=["energy"], epochs=4, batch_size=8, lr=5e-3,
+        out_dir=tmp_path / "a", progress=False,
+    )
+    trained = load_model(tmp_path / "a" / "model")
+    refs, scale = trained.reference_energies.clone(), float(trained.scale)
+    other = emt_data[0][24:48]  # other frames: refitting would move the references
+    tuned = train(
+        other, val_set, model=trained, targets=["energy"], epochs=1, batch_size=8, lr=1e-9,
+        out_dir=tmp_path / "b", progress=False, fit_normalisation=False,
+    )
+    assert torch.equal(tuned.model.reference_energies, refs) and float(tuned.model.scale) == scale
+    # lr ~ 0: the fine-tuned model is the trained one, so its validation error is the same
+    before = first.report["metrics"]["val"]["energy_per_atom"]["mae"]
+    after = tuned.report["metrics"]["val"]["energy_per_atom"]["mae"]
+    assert after == pytest.approx(before, rel=1e-4)
