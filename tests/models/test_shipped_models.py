@@ -1,0 +1,78 @@
+"""The models that ship inside the package: they load offline by name, with no
+argument, and behave physically (what a user relies on first)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+
+from crystalgnn_plugins import GNNCalculator
+from crystalgnn_plugins.models.pretrained import PRETRAINED_DIR, available_models
+
+
+def test_both_models_ship_and_register_through_the_hook():
+    from crystalgnn_plugins.plugins import get_registry
+
+    registry = get_registry("pretrained")
+    for name in ("default", "generator"):
+        assert (PRETRAINED_DIR / name / "model.json").is_file(), name
+        assert name in available_models()
+        assert registry.entry(name).plugin.startswith("crystalgnn_plugins.builtins")
+        size = sum(f.stat().st_size for f in (PRETRAINED_DIR / name).iterdir())
+        assert size < 5e6, f"{name}: {size} bytes shipped"
+
+
+@pytest.fixture(scope="module")
+def perovskite():
+    atoms = bulk("Cu", "sc", a=3.95)  # placeholder cell, replaced below
+    from ase import Atoms
+
+    atoms = Atoms(
+        "SrTiO3", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+        cell=np.eye(3) * 3.95, pbc=True,
+    )
+    atoms.rattle(0.05, seed=1)
+    return atoms
+
+
+def test_default_potential_forces_are_minus_the_energy_gradient(perovskite):
+    atoms = perovskite.copy()
+    atoms.calc = GNNCalculator(dtype=torch.float64)  # no argument: the shipped default
+    forces = atoms.get_forces()
+    assert np.abs(forces.sum(0)).max() < 1e-8  # no net force on a periodic cell
+    h, i = 1e-4, 2
+    for k in range(3):
+        plus, minus = atoms.copy(), atoms.copy()
+        plus.positions[i, k] += h
+        minus.positions[i, k] -= h
+        plus.calc = minus.calc = atoms.calc
+        fd = -(plus.get_potential_energy() - minus.get_potential_energy()) / (2 * h)
+        assert forces[i, k] == pytest.approx(fd, abs=1e-5)
+    stress = atoms.get_stress()
+    assert np.all(np.isfinite(stress)) and stress.shape == (6,)
+
+
+def test_default_potential_relaxes_silicon_near_its_lattice_constant():
+    """CHGNet (the teacher) relaxes diamond Si to a = 5.47 Å (experiment 5.431 Å)."""
+    atoms = bulk("Si", "diamond", a=5.43 * 1.04)
+    atoms.calc = GNNCalculator()
+    assert FIRE(FrechetCellFilter(atoms), logfile=None).run(fmax=0.05, steps=300)
+    a = (4 * atoms.get_volume()) ** (1 / 3)
+    assert a == pytest.approx(5.47, rel=0.02)
+
+
+def test_default_generator_gives_valid_crystals_of_each_condition():
+    from crystalgnn_plugins.generation import CrystalStructureSource
+    from crystalgnn_plugins.metrics.generation import structural_validity
+
+    source = CrystalStructureSource(physics=False)
+    perov = source.get_structures(4, condition="perov_5", seed=0)
+    carbon = source.get_structures(4, condition="carbon_24", seed=0)
+    assert all(len(s) == 5 and structural_validity(s) for s in perov)
+    assert all(set(s.composition.chemical_system.split("-")) == {"C"} and structural_validity(s) for s in carbon)
+    sto = source.get_structures(2, composition="SrTiO3", seed=1)
+    assert all(s.composition.reduced_formula == "SrTiO3" for s in sto)
