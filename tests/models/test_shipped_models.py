@@ -57,12 +57,12 @@ def test_default_potential_forces_are_minus_the_energy_gradient(perovskite):
 
 
 def test_default_potential_relaxes_silicon_near_its_lattice_constant():
-    """CHGNet (the teacher) relaxes diamond Si to a = 5.47 Å (experiment 5.431 Å)."""
+    """CHGNet 0.3.0 (the teacher) relaxes diamond Si to a = 5.455 Å (experiment 5.431 Å)."""
     atoms = bulk("Si", "diamond", a=5.43 * 1.04)
     atoms.calc = GNNCalculator()
     assert FIRE(FrechetCellFilter(atoms), logfile=None).run(fmax=0.05, steps=300)
     a = (4 * atoms.get_volume()) ** (1 / 3)
-    assert a == pytest.approx(5.47, rel=0.02)
+    assert a == pytest.approx(5.455, rel=0.02)
 
 
 def test_default_generator_gives_valid_crystals_of_each_condition():
