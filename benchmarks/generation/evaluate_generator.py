@@ -22,6 +22,9 @@ repulsion + learned-energy guidance) it writes to ``--out`` and prints:
   with ``--threads`` torch threads, timed on ``--speed-n`` samples; the load
   average is recorded beside it (run it on an otherwise idle machine).
 
+``--coord-speedup s`` samples with the coordinate velocity multiplied by ``1 + s t``
+(inference anti-annealing); its results are keyed ``<config>_steps50_speedup5`` and so on.
+
 Every stage is cached under ``--out`` (samples, fingerprints in chunks, relaxations,
 CSP predictions), so a killed run continues where it stopped when started again
 with the same arguments (relaxation and targeting are computed again when their
@@ -113,7 +116,13 @@ def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarra
 
 # ----------------------------------------------------------------------------- stages
 def _source(args, **kw) -> CrystalStructureSource:
-    return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps, **kw)
+    return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps,
+                                  coord_speedup=args.coord_speedup, **kw)
+
+
+def _tag(args) -> str:
+    """Sampler settings in cache and report keys, e.g. ``steps50`` or ``steps50_speedup5``."""
+    return f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup else "")
 
 
 def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
@@ -163,7 +172,7 @@ def _relax_stats(args, structures: list) -> dict:
 
 
 def _csp(args, test: list, dataset: str, out: Path) -> dict:
-    path = out / f"csp_steps{args.steps}_predictions.json.gz"
+    path = out / f"csp_{_tag(args)}_predictions.json.gz"
     if path.exists():
         preds, extra = _load_structures(path)
     if not path.exists() or extra.get("seed") != args.seed or len(preds) != len(test):
@@ -240,6 +249,8 @@ def main() -> None:
     ap.add_argument("--datasets", default="perov_5,carbon_24")
     ap.add_argument("--sections", default="memorisation,metrics,relax,csp,targeting", help=f"subset of {','.join(SECTIONS)}")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--coord-speedup", type=float, default=0.0,
+                    help="coordinate velocity x (1 + s t) while sampling (inference anti-annealing; 0: plain flow)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-jobs", type=int, default=2, help="processes for the fingerprints")
     ap.add_argument("--seed", type=int, default=0)
@@ -274,9 +285,9 @@ def main() -> None:
                 print(dataset, "memorisation", json.dumps(res["memorisation"], indent=1, default=float), flush=True)
                 write_json_atomic(report_path, report)
         for config in [c for c in args.configs.split(",") if c]:
-            cfg_dir = ds_dir / f"{config}_steps{args.steps}"
+            cfg_dir = ds_dir / f"{config}_{_tag(args)}"
             cfg_dir.mkdir(parents=True, exist_ok=True)
-            key = f"{config}_steps{args.steps}"
+            key = f"{config}_{_tag(args)}"
             if "metrics" in sections or "relax" in sections:
                 structures, extra = _samples(args, dataset, config, cfg_dir)
             if "metrics" in sections:
@@ -293,18 +304,18 @@ def main() -> None:
             print(dataset, key, json.dumps(res.get(key), indent=1, default=float), flush=True)
             write_json_atomic(report_path, report)
         if "csp" in sections and dataset == "perov_5":
-            res[f"csp_steps{args.steps}"] = _csp(args, split["test"], dataset, ds_dir)
-            print(dataset, "csp", res[f"csp_steps{args.steps}"], flush=True)
+            res[f"csp_{_tag(args)}"] = _csp(args, split["test"], dataset, ds_dir)
+            print(dataset, "csp", res[f"csp_{_tag(args)}"], flush=True)
             write_json_atomic(report_path, report)
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
-                                              "target_margin", "threshold", "steps", "seed")})
+                                              "target_margin", "threshold", "steps", "coord_speedup", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:
-            res[f"speed_steps{args.steps}_threads{args.threads}"] = _speed(args, dataset)
-            print(dataset, "speed", res[f"speed_steps{args.steps}_threads{args.threads}"], flush=True)
+            res[f"speed_{_tag(args)}_threads{args.threads}"] = _speed(args, dataset)
+            print(dataset, "speed", res[f"speed_{_tag(args)}_threads{args.threads}"], flush=True)
             write_json_atomic(report_path, report)
     print(f"report: {report_path}")
 

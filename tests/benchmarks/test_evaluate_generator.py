@@ -125,7 +125,7 @@ def test_evaluate_generator_end_to_end(csvs, named_generator, energy_model_dir, 
         "--energy-model", str(energy_model_dir), "--property-model", str(property_model_dir),
         "--n", "6", "--relax-n", "2", "--steps", "3", "--threads", "1", "--n-jobs", "1",
         "--match-samples", "0", "--target-n", "3", "--speed-n", "4",
-        "--sections", "metrics,relax,csp,targeting,speed", "--out", str(out),
+        "--sections", "memorisation,metrics,relax,csp,targeting,speed", "--out", str(out),
     ]
     _run(monkeypatch, argv)
     assert f"report: {out / 'report.json'}" in capsys.readouterr().out
@@ -187,6 +187,13 @@ def test_evaluate_generator_end_to_end(csvs, named_generator, energy_model_dir, 
     preds, extra = EG._load_structures(out / "perov_5" / "csp_steps4_predictions.json.gz")
     assert extra["seed"] == 0 and [s.properties["generation"]["steps"] for s in preds] == [4, 4]
     assert "csp_steps4" in json.loads((out / "report.json").read_text())["results"]["perov_5"]
+    # a coordinate speed-up is a sampler setting of its own: own samples, own report keys
+    _run(monkeypatch, [*base, "--steps", "3", "--coord-speedup", "5", "--sections", "metrics,csp",
+                       "--datasets", "perov_5", "--configs", "plain"])
+    res = json.loads((out / "report.json").read_text())["results"]["perov_5"]
+    assert res["plain_steps3_speedup5"]["num_samples"] == 6 and "csp_steps3_speedup5" in res
+    assert (out / "perov_5" / "plain_steps3_speedup5" / "samples.json.gz").is_file()
+    assert _same(res["plain_steps3"], results["perov_5"]["plain_steps3"])
 
     # another --n with the same --out: refused, pointing at --fresh
     argv[argv.index("--n") + 1] = "7"
