@@ -90,13 +90,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--init-from {args.init_from}: {kind}, which does not match {'--energy' if args.energy else '--target'}")
         if args.target and args.target != model.target:
             raise ValueError(f"--init-from {args.init_from}: trained on {model.target!r}, not {args.target!r}")
-        targets = (["energy"] + ["forces"] * args.forces + ["stress"] * args.stress) if args.energy else None
     elif args.energy:
         model = EnergyModel(args.encoder or "smooth_cgcnn", encoder_kwargs)
-        targets = ["energy"] + ["forces"] * args.forces + ["stress"] * args.stress
     else:
         model = PropertyModel(args.encoder or "cgcnn", encoder_kwargs, target=args.target, extensive=args.extensive)
-        targets = None
+    targets = (["energy"] + ["forces"] * args.forces + ["stress"] * args.stress) if args.energy else None
     model = model.to(getattr(torch, args.dtype))
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     result = train(
