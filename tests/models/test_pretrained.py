@@ -57,10 +57,3 @@ def test_unknown_and_broken_names_are_clear(plugin):
         resolve_model("nope")
     with pytest.raises(ModelFileError, match="'broken' is registered at .*missing"):
         resolve_model("broken")
-
-
-def test_shipped_models_register_through_the_hook():
-    registry = plugins.get_registry("pretrained")
-    for name in ("default", "generator"):
-        if name in registry:  # the weights ship with releases; a fresh source tree may lack them
-            assert registry.entry(name).plugin.startswith("crystalgnn_plugins.builtins")

@@ -28,7 +28,7 @@ def test_both_models_ship_and_register_through_the_hook():
 
 @pytest.fixture(scope="module")
 def perovskite():
-    atoms = bulk("Cu", "sc", a=3.95)  # placeholder cell, replaced below
+    """Rattled cubic SrTiO3 (5 atoms, a = 3.95 Å)."""
     from ase import Atoms
 
     atoms = Atoms(
