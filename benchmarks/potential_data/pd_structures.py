@@ -492,18 +492,18 @@ class _Proto:
 
 PROTOTYPES: tuple[_Proto, ...] = (
     _Proto("rocksalt", (1, 1), ((1,), (2,), (3,), (4,)),
-           ("F", "Cl", "Br", "I", "H", "O", "S", "Se", "Te", "N", "P", "As", "C"), "ionic", 60),
-    _Proto("cscl", (1, 1), ((1,),), ("Cl", "Br", "I"), "ionic", 12),
+           ("F", "Cl", "Br", "I", "H", "O", "S", "Se", "Te", "N", "P", "As", "C"), "ionic", 150),
+    _Proto("cscl", (1, 1), ((1,),), ("Cl", "Br", "I"), "ionic", 19),
     _Proto("zincblende", (1, 1), ((1,), (2,), (3,), (4,)),
-           ("Cl", "Br", "I", "O", "S", "Se", "Te", "N", "P", "As", "Sb", "C"), "covalent", 35),
+           ("Cl", "Br", "I", "O", "S", "Se", "Te", "N", "P", "As", "Sb", "C"), "covalent", 100),
     _Proto("wurtzite", (1, 1), ((1,), (2,), (3,)),
-           ("I", "O", "S", "Se", "Te", "N", "P", "As"), "covalent", 25),
-    _Proto("fluorite", (1, 2), ((2,), (4,)), ("F", "Cl", "O"), "ionic", 30),
-    _Proto("antifluorite", (2, 1), ((1,),), ("O", "S", "Se", "Te"), "ionic", 16),
+           ("I", "O", "S", "Se", "Te", "N", "P", "As"), "covalent", 70),
+    _Proto("fluorite", (1, 2), ((2,), (4,)), ("F", "Cl", "O"), "ionic", 44),
+    _Proto("antifluorite", (2, 1), ((1,),), ("O", "S", "Se", "Te"), "ionic", 40),
     _Proto("perovskite", (1, 1, 3), ((1, 5), (2, 4), (3, 3), (1, 2)),
-           ("O", "S", "F", "Cl", "Br", "I"), "ionic", 90),
-    _Proto("spinel", (1, 2, 4), ((2, 3),), ("O", "S", "Se"), "ionic", 35),
-    _Proto("rutile", (1, 2), ((4,), (2,)), ("O", "F"), "ionic", 30),
+           ("O", "S", "F", "Cl", "Br", "I"), "ionic", 250),
+    _Proto("spinel", (1, 2, 4), ((2, 3),), ("O", "S", "Se"), "ionic", 120),
+    _Proto("rutile", (1, 2), ((4,), (2,)), ("O", "F"), "ionic", 34),
     _Proto("corundum", (2, 3), ((3,),), ("O",), "ionic", 25),
 )  # fmt: skip
 
