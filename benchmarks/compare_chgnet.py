@@ -378,6 +378,16 @@ def chgnet_relax_one(atoms, calc, fmax: float, steps: int) -> dict:
     }
 
 
+def _spacegroup(structure, symprec: float = 0.1) -> str:
+    """International symbol (spglib, ``symprec`` Å), or ``"?"`` when the analysis fails."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        return SpacegroupAnalyzer(structure, symprec=symprec).get_space_group_symbol()
+    except Exception:  # symmetry analysis is a diagnostic only
+        return "?"
+
+
 def section_relax(args, model, chgnet_fn) -> dict:
     from ase import Atoms
     from pymatgen.analysis.structure_matcher import StructureMatcher
@@ -445,13 +455,21 @@ def section_relax(args, model, chgnet_fn) -> dict:
         },
     }
     for mode, (results, wall) in runs.items():
-        matched, rms, failed = 0, [], 0
-        for res, ref_s in zip(results, ref_structs, strict=True):
+        matched, rms, failed, rows = 0, [], 0, []
+        for atoms, res, ref_s, rf in zip(structures, results, ref_structs, ref, strict=True):
+            row = {"id": atoms.info["id"], "atoms": len(atoms), "chgnet_converged": bool(rf["converged"]),
+                   "chgnet_spacegroup": _spacegroup(ref_s)}
+            rows.append(row)
             if res.error is not None:
                 failed += 1
+                row["error"] = res.error
                 continue
             ours = adaptor.get_structure(res.structure)
-            if matcher.fit(ours, ref_s):
+            fit = bool(matcher.fit(ours, ref_s))
+            row.update({"converged": bool(res.converged), "matched": fit, "spacegroup": _spacegroup(ours),
+                        "volume_ratio": ours.volume / ref_s.volume,
+                        "energy_diff_mev_per_atom": 1e3 * (res.energy - rf["energy"]) / len(atoms)})
+            if fit:
                 matched += 1
                 dist = matcher.get_rms_dist(ours, ref_s)
                 if dist is not None:
@@ -470,6 +488,7 @@ def section_relax(args, model, chgnet_fn) -> dict:
                 1e3 * abs(r.energy - rf["energy"]) / len(rf["numbers"])
                 for r, rf in zip(results, ref, strict=True) if r.error is None
             ])) if n_ok else None,
+            "per_structure": rows,
         }
     chg = out["chgnet"]["wall_s"]
     out["speedup_batched_vs_chgnet"] = chg / out["ours_batched"]["wall_s"] if out["ours_batched"]["wall_s"] else None
