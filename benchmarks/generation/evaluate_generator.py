@@ -116,13 +116,18 @@ def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarra
 
 # ----------------------------------------------------------------------------- stages
 def _source(args, **kw) -> CrystalStructureSource:
+    if args.energy_weight is not None:
+        kw.setdefault("energy_weight", args.energy_weight)
     return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps,
                                   coord_speedup=args.coord_speedup, **kw)
 
 
-def _tag(args) -> str:
-    """Sampler settings in cache and report keys, e.g. ``steps50`` or ``steps50_speedup5``."""
-    return f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup else "")
+def _tag(args, config: str | None = None) -> str:
+    """Sampler settings in cache and report keys, e.g. ``steps50``, ``steps50_speedup5``
+    or, for the physics configuration with ``--energy-weight``, ``steps50_energy0.3``."""
+    tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup else "")
+    physics = config is not None and CONFIGS[config].get("physics")
+    return tag + (f"_energy{args.energy_weight:g}" if physics and args.energy_weight is not None else "")
 
 
 def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
@@ -249,6 +254,9 @@ def main() -> None:
     ap.add_argument("--datasets", default="perov_5,carbon_24")
     ap.add_argument("--sections", default="memorisation,metrics,relax,csp,targeting", help=f"subset of {','.join(SECTIONS)}")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--energy-weight", type=float, default=None,
+                    help="weight of the learned-energy guidance of the physics configuration "
+                         "(default: CrystalStructureSource's)")
     ap.add_argument("--coord-speedup", type=float, default=0.0,
                     help="coordinate velocity x (1 + s t) while sampling (inference anti-annealing; 0: plain flow)")
     ap.add_argument("--threads", type=int, default=2)
@@ -285,9 +293,9 @@ def main() -> None:
                 print(dataset, "memorisation", json.dumps(res["memorisation"], indent=1, default=float), flush=True)
                 write_json_atomic(report_path, report)
         for config in [c for c in args.configs.split(",") if c]:
-            cfg_dir = ds_dir / f"{config}_{_tag(args)}"
+            cfg_dir = ds_dir / f"{config}_{_tag(args, config)}"
             cfg_dir.mkdir(parents=True, exist_ok=True)
-            key = f"{config}_{_tag(args)}"
+            key = f"{config}_{_tag(args, config)}"
             if "metrics" in sections or "relax" in sections:
                 structures, extra = _samples(args, dataset, config, cfg_dir)
             if "metrics" in sections:
@@ -310,7 +318,7 @@ def main() -> None:
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
-                                              "target_margin", "threshold", "steps", "coord_speedup", "seed")})
+                                              "target_margin", "threshold", "steps", "coord_speedup", "energy_weight", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:

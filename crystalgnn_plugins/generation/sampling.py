@@ -25,6 +25,13 @@ class SampledCrystals:
     num_atoms: torch.Tensor
 
 
+def _clip_rows(x: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """Scale each row (atom or crystal) of ``x`` down to a norm of at most ``max_norm``."""
+    norm = x.flatten(1).norm(dim=-1).clamp_min(1e-12)
+    scale = (max_norm / norm).clamp(max=1.0)
+    return x * scale.view(-1, *([1] * (x.dim() - 1)))
+
+
 def sample_flow(
     flow: CrystalFlow,
     num_atoms: torch.Tensor,
@@ -37,6 +44,7 @@ def sample_flow(
     guidance: Sequence = (),
     guidance_start: float = 0.5,
     coord_speedup: float = 0.0,
+    max_guidance: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> SampledCrystals:
     """Euler integration of the flow for a batch of crystals.
@@ -52,6 +60,8 @@ def sample_flow(
         guidance: terms (see :mod:`.guidance`) applied from ``t >= guidance_start``.
         coord_speedup: velocity of the coordinates multiplied by ``1 + s t``
             (inference anti-annealing as in FlowMM; 0 = plain flow).
+        max_guidance: largest guidance velocity per atom (fractional units per unit
+            time) and per lattice (log-lattice norm per unit time).
         generator: random generator for the prior (reproducible sampling).
     """
     if steps < 1:
@@ -98,8 +108,11 @@ def sample_flow(
                 inputs = [f_hat, l_hat] + ([p_hat] if not fixed else [])
                 grads = torch.autograd.grad(total, inputs, allow_unused=True)
             grads = [torch.zeros_like(x) if g is None else torch.nan_to_num(g) for x, g in zip(inputs, grads)]
-            v_f = v_f - grads[0]
-            v_l = v_l - 0.5 * (grads[1] + grads[1].transpose(-1, -2))
+            # a guided step moves an atom by at most max_guidance/steps (fractional) and
+            # the log-lattice by at most as much: an energy model evaluated on a crystal
+            # with atoms on top of each other can return huge gradients
+            v_f = v_f - _clip_rows(grads[0], max_guidance)
+            v_l = v_l - _clip_rows(0.5 * (grads[1] + grads[1].transpose(-1, -2)), max_guidance)
             if not fixed:
                 logits = logits - grads[2]
         frac = torch.remainder(frac + dt * (1 + coord_speedup * t) * v_f, 1.0)

@@ -90,3 +90,28 @@ def test_guidance_changes_samples_and_is_reproducible(flow):
 def test_steps_must_be_positive(flow):
     with pytest.raises(ValueError, match="steps must be at least 1"):
         draw(flow, 0, steps=0)
+
+
+class _HugeGradient:
+    """A guidance term whose gradients are astronomically large (as an energy model
+    gives for atoms on top of each other)."""
+
+    weight = 1.0
+
+    def __call__(self, probs, frac, lattice, ctx):
+        return 1e12 * ((frac**2).sum(-1).sum() + (lattice**2).sum((-1, -2)))
+
+
+def test_guidance_steps_are_bounded(flow):
+    """One Euler step from the same prior: guided and plain samples differ by the
+    clipped guidance only, at most ``max_guidance`` per atom and per lattice."""
+    from crystalgnn_plugins.generation.lattice import lattice_to_log, wrap
+
+    plain = draw(flow, 3, steps=1)
+    for max_guidance in (1.0, 0.25):
+        out = draw(flow, 3, steps=1, guidance=[_HugeGradient()], guidance_start=0.0, max_guidance=max_guidance)
+        assert_valid_raw(out, (5, 5, 4, 2))
+        moved = wrap(out.frac.double() - plain.frac.double()).norm(dim=-1)
+        assert moved.max() <= max_guidance + 1e-5 and moved.max() > 0.5 * max_guidance
+        d_log = lattice_to_log(out.lattice.double()) - lattice_to_log(plain.lattice.double())
+        assert torch.linalg.matrix_norm(d_log).max() <= max_guidance + 1e-4
