@@ -223,7 +223,7 @@ def test_element_parents(synthetic):
 def test_prototype_parents(synthetic):
     elements, prototypes = synthetic
     ids = [p.parent_id for p in prototypes]
-    assert len(ids) == len(set(ids)) and 250 <= len(ids) <= 500
+    assert len(ids) == len(set(ids)) and 600 <= len(ids) <= 1000
     for known in ("TiO2-rutile", "Al2O3-corundum", "GaAs-zincblende", "CaF2-fluorite",
                   "LiH-rocksalt", "NiAl-cscl"):  # fmt: skip
         assert f"prototype:{known}" in ids
