@@ -221,8 +221,8 @@ def _targeting(args) -> dict:
     return out
 
 
-def _speed(args, dataset: str) -> dict:
-    source = _source(args, physics=False)
+def _speed(args, dataset: str, config: str) -> dict:
+    source = _source(args, **CONFIGS[config])
     source.get_structures(8, condition=dataset, seed=args.seed + 1)  # warm-up
     load_before = os.getloadavg()
     t0 = time.perf_counter()
@@ -322,9 +322,11 @@ def main() -> None:
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:
-            res[f"speed_{_tag(args)}_threads{args.threads}"] = _speed(args, dataset)
-            print(dataset, "speed", res[f"speed_{_tag(args)}_threads{args.threads}"], flush=True)
-            write_json_atomic(report_path, report)
+            for config in [c for c in args.configs.split(",") if c]:
+                key = f"speed_{config}_{_tag(args, config)}_threads{args.threads}"
+                res[key] = _speed(args, dataset, config)
+                print(dataset, key, res[key], flush=True)
+                write_json_atomic(report_path, report)
     print(f"report: {report_path}")
 
 

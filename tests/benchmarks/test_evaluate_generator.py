@@ -154,8 +154,9 @@ def test_evaluate_generator_end_to_end(csvs, named_generator, energy_model_dir, 
                                        "median_volume_change", "errors", "seconds"}
             assert 0 <= relaxation["num_relaxed"] <= 2
             assert (out / dataset / key / "relax.json").is_file()
-        speed = res["speed_steps3_threads1"]
-        assert speed["samples"] == 4 and 0 <= speed["valid"] <= 4 and speed["threads"] == 1
+        for config in ("plain", "physics"):  # the speed of each configuration
+            speed = res[f"speed_{config}_steps3_threads1"]
+            assert speed["samples"] == 4 and 0 <= speed["valid"] <= 4 and speed["threads"] == 1
     csp = results["perov_5"]["csp_steps3"]
     assert {"match_rate", "rmse", "num", "num_matched"} <= csp.keys()
     assert csp["num"] == 2 and _fraction(csp["match_rate"])
