@@ -454,11 +454,12 @@ def section_relax(args, model, chgnet_fn) -> dict:
             "mean_steps": float(np.mean([r["steps"] for r in ref])) if ref else None,
         },
     }
+    ref_spacegroups = [_spacegroup(r) for r in ref_structs]
     for mode, (results, wall) in runs.items():
         matched, rms, failed, rows = 0, [], 0, []
-        for atoms, res, ref_s, rf in zip(structures, results, ref_structs, ref, strict=True):
+        for atoms, res, ref_s, rf, ref_sg in zip(structures, results, ref_structs, ref, ref_spacegroups, strict=True):
             row = {"id": atoms.info["id"], "atoms": len(atoms), "chgnet_converged": bool(rf["converged"]),
-                   "chgnet_spacegroup": _spacegroup(ref_s)}
+                   "chgnet_spacegroup": ref_sg}
             rows.append(row)
             if res.error is not None:
                 failed += 1
