@@ -42,6 +42,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", default=None, metavar="MODEL",
+                    help="start from the weights of a saved generator (a directory, or 'generator': the shipped one); "
+                         "its size options replace --hidden/--layers/--latent-dim")
+    ap.add_argument("--carbon-repeat", type=int, default=1,
+                    help="show every carbon_24 training crystal this many times per epoch (balances the harder, "
+                         "smaller dataset)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -49,13 +55,23 @@ def main() -> None:
     train, train_c, val, val_c = [], [], [], []
     for name, path in (("perov_5", args.perov), ("carbon_24", args.carbon)):
         split = load_split(path, name)
-        train += split["train"]
-        train_c += [name] * len(split["train"])
+        repeat = args.carbon_repeat if name == "carbon_24" else 1
+        if repeat < 1:
+            raise ValueError(f"--carbon-repeat must be >= 1, got {repeat}")
+        train += split["train"] * repeat
+        train_c += [name] * (len(split["train"]) * repeat)
         val += split["val"]
         val_c += [name] * len(split["val"])
     print(f"read {len(train)} train / {len(val)} val crystals in {time.perf_counter() - t0:.0f} s", flush=True)
+    flow = None
+    if args.init_from:
+        from crystalgnn_plugins.models.io import load_model
+        from crystalgnn_plugins.models.pretrained import model_path
+
+        flow = load_model(model_path(args.init_from))
+        print(f"initialised from {args.init_from} ({flow.num_parameters} parameters)", flush=True)
     flow, report = train_generator(
-        train, train_c, val, val_c,
+        train, train_c, val, val_c, flow=flow,
         flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim},
         loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

@@ -93,7 +93,7 @@ def train_generator(
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from crystalgnn_plugins.models.io import save_model
-    from crystalgnn_plugins.training.trainer import write_json_atomic
+    from crystalgnn_plugins.training.trainer import last_epoch_checkpoint, write_json_atomic
 
     if not train_structures or not val_structures:
         raise ValueError("train_generator needs non-empty training and validation structures")
@@ -127,9 +127,10 @@ def train_generator(
             raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass resume=True or another directory")
         write_json_atomic(stamp, {"fingerprint": fingerprint, "settings": settings})
         callbacks.append(ModelCheckpoint(
-            dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1, save_last=True,
+            dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
             enable_version_counter=False,
         ))
+        callbacks.append(last_epoch_checkpoint(ckpt_dir))
 
     generator = torch.Generator().manual_seed(seed)
     train_loader = torch.utils.data.DataLoader(
@@ -137,6 +138,7 @@ def train_generator(
         generator=generator, drop_last=len(train_structures) > batch_size,
     )
     val_loader = torch.utils.data.DataLoader(_singletons(val_batch), batch_size=256, collate_fn=collate_crystals)
+    flow.train()  # a loaded model comes in eval mode
     module = _module(flow, lr, epochs, loss_kwargs)
     trainer = L.Trainer(
         max_epochs=epochs, max_time=max_time, callbacks=callbacks, enable_progress_bar=progress,

@@ -42,6 +42,19 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def last_epoch_checkpoint(ckpt_dir: str | os.PathLike):
+    """A Lightning callback writing ``ckpt_dir/last.ckpt`` after every epoch.
+
+    ``ModelCheckpoint(save_last=True)`` of Lightning >= 2.4 refreshes ``last.ckpt`` only
+    when a monitored checkpoint is saved, i.e. when the validation loss improves; a
+    resumed run would then lose every epoch since the best one.
+    """
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    return ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                           enable_version_counter=False)
+
+
 def _elements(records) -> set[str]:
     return {s for r in records for s in r.atoms.get_chemical_symbols()}
 
@@ -220,9 +233,9 @@ def train(
     if ckpt_dir is not None:
         checkpoint = ModelCheckpoint(
             dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
-            save_last=True, every_n_epochs=1, enable_version_counter=False,
+            every_n_epochs=1, enable_version_counter=False,
         )
-        callbacks.append(checkpoint)
+        callbacks += [checkpoint, last_epoch_checkpoint(ckpt_dir)]
     trainer = L.Trainer(
         max_epochs=epochs,
         max_time=max_time,

@@ -75,6 +75,20 @@ def test_training_report_checkpoints_and_resume(emt_data, tmp_path):
     assert loaded.elements == ["Cu"]
 
 
+def test_last_checkpoint_follows_every_epoch(emt_data, tmp_path):
+    """``last.ckpt`` must be the latest epoch even when the validation loss stops
+    improving (lr 0: every epoch has the same loss, the best stays epoch 0)."""
+    torch.manual_seed(0)
+    model = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0}, hidden=8)
+    train(emt_data[0][:16], emt_data[1][:8], [], model=model, targets=["energy"], epochs=3, batch_size=8,
+          lr=0.0, out_dir=tmp_path, progress=False, seed=7)
+    ckpt = tmp_path / "checkpoints"
+    last = torch.load(ckpt / "last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(ckpt / "best.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 2
+    assert best["epoch"] == 0
+
+
 def test_property_model_training_is_reproducible(emt_data, tmp_path):
     from crystalgnn_plugins.models import PropertyModel
 
