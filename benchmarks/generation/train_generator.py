@@ -45,6 +45,10 @@ def main() -> None:
     ap.add_argument("--init-from", default=None, metavar="MODEL",
                     help="start from the weights of a saved generator (a directory, or 'generator': the shipped one); "
                          "its size options replace --hidden/--layers/--latent-dim")
+    ap.add_argument("--image-rbf", type=int, default=0,
+                    help="image-summed pair features of the network (radial functions; 0: off). With --init-from, "
+                         "the loaded weights are extended (new weights start at zero)")
+    ap.add_argument("--image-cutoff", type=float, default=3.0, help="reach of the image-summed features, Å")
     ap.add_argument("--carbon-repeat", type=int, default=1,
                     help="show every carbon_24 training crystal this many times per epoch (balances the harder, "
                          "smaller dataset)")
@@ -69,10 +73,18 @@ def main() -> None:
         from crystalgnn_plugins.models.pretrained import model_path
 
         flow = load_model(model_path(args.init_from))
+        if args.image_rbf and not flow.image_rbf:
+            from crystalgnn_plugins.generation.flow import CrystalFlow
+
+            base = flow
+            flow = CrystalFlow.from_config({**base.get_config(), "image_rbf": args.image_rbf,
+                                            "image_cutoff": args.image_cutoff})
+            flow.load_compatible_state(base)
         print(f"initialised from {args.init_from} ({flow.num_parameters} parameters)", flush=True)
     flow, report = train_generator(
         train, train_c, val, val_c, flow=flow,
-        flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim},
+        flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim,
+                     "image_rbf": args.image_rbf, "image_cutoff": args.image_cutoff},
         loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time,

@@ -91,6 +91,8 @@ class CrystalFlow(nn.Module):
         hidden, num_layers, num_freqs, disp_freqs: size of the :class:`PeriodicActionNetwork`.
         latent_dim, encoder_layers: latent autoencoder.
         cond_features: width of the dataset embedding.
+        image_rbf, image_cutoff: image-summed pair features of the networks (0: off;
+            see :class:`PeriodicActionNetwork`).
     """
 
     model_type: ClassVar[str] = "crystal_flow"
@@ -108,6 +110,8 @@ class CrystalFlow(nn.Module):
         encoder_layers: int = 2,
         cond_features: int = 16,
         disp_freqs: int = 3,
+        image_rbf: int = 0,
+        image_cutoff: float = 3.0,
     ):
         super().__init__()
         if not elements:
@@ -116,11 +120,12 @@ class CrystalFlow(nn.Module):
         self.conditions = list(conditions)
         self.hidden, self.num_layers, self.num_freqs = hidden, num_layers, num_freqs
         self.latent_dim, self.encoder_layers, self.cond_features = latent_dim, encoder_layers, cond_features
-        self.disp_freqs = disp_freqs
+        self.disp_freqs, self.image_rbf, self.image_cutoff = disp_freqs, image_rbf, image_cutoff
         k = len(self.elements)
+        images = {"image_rbf": image_rbf, "image_cutoff": image_cutoff}
         self.cond_embed = nn.Embedding(len(self.conditions), cond_features)
-        self.net = PeriodicActionNetwork(k, hidden, num_layers, num_freqs, cond_features + latent_dim + 1, disp_freqs)
-        self.encoder = PeriodicActionNetwork(k, hidden, encoder_layers, num_freqs, cond_features, heads=False)
+        self.net = PeriodicActionNetwork(k, hidden, num_layers, num_freqs, cond_features + latent_dim + 1, disp_freqs, **images)
+        self.encoder = PeriodicActionNetwork(k, hidden, encoder_layers, num_freqs, cond_features, heads=False, **images)
         self.to_latent = nn.Linear(hidden, 2 * latent_dim)
         c = len(self.conditions)
         # data statistics, set by fit_statistics()
@@ -136,13 +141,31 @@ class CrystalFlow(nn.Module):
             "elements": self.elements, "conditions": self.conditions, "hidden": self.hidden,
             "num_layers": self.num_layers, "num_freqs": self.num_freqs, "latent_dim": self.latent_dim,
             "encoder_layers": self.encoder_layers, "cond_features": self.cond_features,
-            "disp_freqs": self.disp_freqs,
+            "disp_freqs": self.disp_freqs, "image_rbf": self.image_rbf, "image_cutoff": self.image_cutoff,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CrystalFlow:
         config = dict(config)
         return cls(config.pop("elements"), config.pop("conditions"), **config)
+
+    def load_compatible_state(self, other: CrystalFlow) -> None:
+        """Start from the weights of ``other``, a flow of the same size whose networks may
+        lack the image-summed features: the extra input columns and output rows start at
+        zero, so this flow computes exactly what ``other`` computes until trained."""
+        own = self.state_dict()
+        for name, value in other.state_dict().items():
+            if name not in own:
+                raise ValueError(f"load_compatible_state: {name} has no counterpart in this flow")
+            target = own[name]
+            if target.shape == value.shape:
+                target.copy_(value)
+            elif target.dim() == value.dim() and all(a >= b for a, b in zip(target.shape, value.shape)):
+                target.zero_()
+                target[tuple(slice(0, n) for n in value.shape)].copy_(value)
+            else:
+                raise ValueError(f"load_compatible_state: {name} has shape {tuple(value.shape)}, "
+                                 f"this flow {tuple(target.shape)}")
 
     @property
     def num_parameters(self) -> int:

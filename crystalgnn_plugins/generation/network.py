@@ -20,6 +20,14 @@ the lattice. It outputs actions aggregated from the edges (Klipfel et al. 2022):
   transforms as ``R g Rᵀ`` under a rotation ``R``;
 - ``species_logits`` (N, K): invariant.
 
+With ``image_rbf > 0`` each pair also sees *all* periodic images of its partner
+within ``image_cutoff``: radial basis functions of every image distance, summed
+over the images (invariant to the image chosen for either atom, smooth), and the
+displacement gets matching directions ``Σ_n φ_b(|r_n|) (d_ij + n)`` towards the
+nearby images. Without them a pair is one edge at the wrapped difference, which in
+small or skewed cells is not the nearest image and misses bonds to other images
+(carbon_24: 20 % of the bonds shorter than 1.8 Å).
+
 All outputs are invariant to permutations of atoms within a crystal.
 """
 
@@ -72,6 +80,22 @@ class _GaussianBasis(nn.Module):
         return torch.exp(-(((x.unsqueeze(-1) - self.centres.to(x.dtype)) / self.width) ** 2))
 
 
+def _image_offsets(lattice: torch.Tensor, cutoff: float, max_range: int = 2) -> torch.Tensor:
+    """Integer image offsets (M, 3) that reach every periodic image within ``cutoff`` (Å)
+    of a wrapped fractional difference (components in [-0.5, 0.5]) for all crystals of
+    the batch: ``|n_k| <= cutoff / h_k + 0.5`` with ``h_k`` the spacing of the lattice
+    planes, capped at ``max_range`` (only reached by very flat cells, early in sampling)."""
+    with torch.no_grad():
+        volume = torch.linalg.det(lattice).abs()
+        cross = torch.stack([torch.linalg.cross(lattice[:, 1], lattice[:, 2]),
+                             torch.linalg.cross(lattice[:, 2], lattice[:, 0]),
+                             torch.linalg.cross(lattice[:, 0], lattice[:, 1])], 1)
+        spacing = volume.unsqueeze(-1) / torch.linalg.norm(cross, dim=-1).clamp_min(1e-9)  # (B, 3)
+        reach = torch.floor(cutoff / spacing.clamp_min(1e-6) + 0.5).amax(0).clamp(0, max_range).long().tolist()
+    axes = [torch.arange(-r, r + 1, device=lattice.device, dtype=lattice.dtype) for r in reach]
+    return torch.cartesian_prod(*axes).reshape(-1, 3)
+
+
 class _MessageLayer(nn.Module):
     def __init__(self, hidden: int, edge_dim: int):
         super().__init__()
@@ -106,6 +130,9 @@ class PeriodicActionNetwork(nn.Module):
             the per-atom displacements.
         heads: build the output heads (``False`` for an encoder: features only).
         cond_dim: width of the per-crystal condition vector (0 for none).
+        image_rbf: radial functions of the image-summed pair features and
+            displacement directions (0: off, one image per pair).
+        image_cutoff: reach of the image-summed features, Å.
     """
 
     def __init__(
@@ -117,16 +144,21 @@ class PeriodicActionNetwork(nn.Module):
         cond_dim: int = 0,
         disp_freqs: int = 3,
         heads: bool = True,
+        image_rbf: int = 0,
+        image_cutoff: float = 3.0,
     ):
         super().__init__()
         self.num_species, self.hidden, self.num_freqs, self.cond_dim = num_species, hidden, num_freqs, cond_dim
         self.disp_freqs, self.heads = disp_freqs, heads
+        self.image_rbf, self.image_cutoff = image_rbf, image_cutoff
+        if image_rbf:
+            self.image_basis = _GaussianBasis(0.6, image_cutoff, image_rbf)  # Å
         self.register_buffer(
             "freqs", 2 * math.pi * torch.arange(1, num_freqs + 1, dtype=torch.float32), persistent=False
         )
         self.dist_abs = _GaussianBasis(0.0, 6.0, 16)  # Å
         self.dist_rel = _GaussianBasis(0.0, 2.0, 8)  # in units of (V/N)^(1/3)
-        edge_dim = 6 * num_freqs + 16 + 8
+        edge_dim = 6 * num_freqs + 16 + 8 + image_rbf
         self.species_in = nn.Linear(num_species, hidden)
         # per-crystal invariants: time (16 Fourier features), normalised Gram (6), log volume per atom, condition
         self.global_in = _mlp(16 + 6 + 1 + cond_dim, hidden, hidden)
@@ -134,7 +166,8 @@ class PeriodicActionNetwork(nn.Module):
         self.pool_out = nn.Linear(hidden, hidden)
         if heads:  # an encoder (heads=False) only needs the features
             # per edge: weights of the displacement directions and of the lattice action
-            self.edge_head = _mlp(hidden, hidden, disp_freqs + 1)
+            # (image_rbf more: weights of the directions towards nearby images)
+            self.edge_head = _mlp(hidden, hidden, disp_freqs + 1 + image_rbf)
             self.cell_lattice_head = _mlp(2 * hidden, hidden, 6)
             self.species_head = _mlp(hidden, hidden, num_species)
             self.register_buffer(
@@ -192,7 +225,18 @@ class PeriodicActionNetwork(nn.Module):
         r = torch.einsum("ea,eab->eb", d, lattice[edge_batch])
         dist = torch.linalg.norm(r, dim=-1)
         scale = per_atom.pow(1 / 3)[edge_batch]
-        edge_attr = torch.cat([fourier, self.dist_abs(dist), self.dist_rel(dist / scale)], -1)
+        edge_parts = [fourier, self.dist_abs(dist), self.dist_rel(dist / scale)]
+        image_dirs = None
+        if self.image_rbf:
+            offsets = _image_offsets(lattice, self.image_cutoff)
+            dn = d.unsqueeze(1) + offsets  # (E, M, 3) every image of j near i
+            rn = torch.einsum("ema,eab->emb", dn, lattice[edge_batch])
+            dist_n = torch.sqrt((rn**2).sum(-1) + 1e-12)
+            envelope = 0.5 * (torch.cos(math.pi * dist_n.clamp_max(self.image_cutoff) / self.image_cutoff) + 1)
+            phi = self.image_basis(dist_n) * envelope.unsqueeze(-1)  # (E, M, R)
+            edge_parts.append(phi.sum(1))
+            image_dirs = torch.einsum("emr,ema->era", phi, dn)  # (E, R, 3) fractional
+        edge_attr = torch.cat(edge_parts, -1)
 
         h = self.species_in(species) + g[batch]
         m = None
@@ -208,10 +252,13 @@ class PeriodicActionNetwork(nn.Module):
             edge_part = lattice.new_zeros(num_crystals, 3, 3)
         else:
             out = self.edge_head(m)
-            w, u = out[:, :-1], out[:, -1]
+            w, u = out[:, : self.disp_freqs], out[:, self.disp_freqs]
             k = self.disp_k.to(d.dtype)
             directions = torch.sin(d.unsqueeze(-1) * k) / k  # (E, 3, K), smooth and periodic
-            frac_velocity = _scatter_mean((directions * w.unsqueeze(1)).sum(-1), i, n_nodes)
+            per_edge = (directions * w.unsqueeze(1)).sum(-1)
+            if image_dirs is not None:
+                per_edge = per_edge + torch.einsum("er,era->ea", out[:, self.disp_freqs + 1 :], image_dirs)
+            frac_velocity = _scatter_mean(per_edge, i, n_nodes)
             unit = r / dist.clamp_min(1e-6).unsqueeze(-1)
             outer = unit.unsqueeze(-1) * unit.unsqueeze(-2) * u.view(-1, 1, 1)
             edge_part = _scatter_mean(outer, edge_batch, num_crystals)

@@ -58,6 +58,29 @@ def test_config_round_trip(tiny_flow):
     assert clone.num_parameters == tiny_flow.num_parameters
 
 
+def test_warm_start_with_image_features(tiny_flow, dataset):
+    """A flow with image-summed features started from one without computes the same
+    loss (new weights at zero) and then trains every parameter, the new ones included."""
+    batch = small_batch(tiny_flow, dataset)
+    tiny_flow.fit_statistics(batch)
+    wide = CrystalFlow.from_config({**tiny_flow.get_config(), "image_rbf": 6, "image_cutoff": 3.5})
+    wide = wide.to(next(tiny_flow.parameters()).dtype)
+    wide.load_compatible_state(tiny_flow)
+    assert wide.num_parameters > tiny_flow.num_parameters
+    tiny_flow.eval(), wide.eval()
+    torch.manual_seed(3)
+    before = tiny_flow.loss(batch)
+    torch.manual_seed(3)
+    after = wide.loss(batch)
+    for k in before:
+        torch.testing.assert_close(after[k], before[k])
+    after["loss"].backward()
+    new_rows = wide.net.edge_head[2].weight.grad[wide.disp_freqs + 1 :]
+    assert new_rows.abs().sum() > 0  # the image directions receive gradient
+    with pytest.raises(ValueError, match="has shape"):
+        tiny_flow.load_compatible_state(wide)  # not the other way round
+
+
 # ------------------------------------------------------------------ statistics
 def test_fit_statistics(tiny_flow, dataset):
     structures, conditions = dataset

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
-from crystalgnn_plugins.generation.network import PeriodicActionNetwork, dense_edges
+from crystalgnn_plugins.generation.network import PeriodicActionNetwork, _image_offsets, dense_edges
 
 K = 4
 COND = 3
@@ -32,11 +32,19 @@ SIZES = st.sampled_from([1, 2, 3, 5, 8, 13])
 SEEDS = st.integers(0, 2**32 - 1)
 
 
-@pytest.fixture(scope="module")
-def net() -> PeriodicActionNetwork:
+@pytest.fixture(scope="module", params=[0, 6], ids=["one_image", "image_sums"])
+def net(request) -> PeriodicActionNetwork:
+    """The network with one edge per pair, and with image-summed pair features reaching
+    beyond the nearest image (cutoff 4.5 Å in cells of ~3–5 Å)."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = PeriodicActionNetwork(K, hidden=16, num_layers=2, num_freqs=4, cond_dim=COND)
+        model = PeriodicActionNetwork(K, hidden=16, num_layers=2, num_freqs=4, cond_dim=COND,
+                                      image_rbf=request.param, image_cutoff=4.5)
+        if request.param:  # the zero-initialised image heads would make the image terms vacuous
+            with torch.no_grad():
+                for layer in model.modules():
+                    if isinstance(layer, torch.nn.Linear):
+                        layer.weight.normal_(0, 0.5)
     return model.double().eval()
 
 
@@ -204,3 +212,19 @@ def test_dense_edges(counts):
     pairs = {(int(a), int(b)) for a, b in zip(i, j)}
     expected = {(a, b) for a in range(int(n.sum())) for b in range(int(n.sum())) if a != b and atom_batch[a] == atom_batch[b]}
     assert pairs == expected and len(pairs) == len(i)
+
+
+@CASES
+@given(SEEDS)
+def test_image_offsets_reach_every_image_within_the_cutoff(seed):
+    """Brute force over images -4..4: every image of a wrapped difference closer than the
+    cutoff has its offset among those the network sums over."""
+    rng = np.random.default_rng(seed)
+    lattice = torch.tensor(rng.uniform(2.2, 4.0) * np.eye(3) + rng.normal(0, 0.6, (3, 3))).unsqueeze(0)
+    cutoff = 3.0
+    offsets = {tuple(int(x) for x in row) for row in _image_offsets(lattice, cutoff, max_range=4)}
+    d = torch.tensor(rng.uniform(-0.5, 0.5, (50, 3)))
+    grid = torch.cartesian_prod(*[torch.arange(-4, 5, dtype=torch.float64)] * 3)
+    dist = torch.linalg.norm((d.unsqueeze(1) + grid) @ lattice[0], dim=-1)  # (50, 729)
+    needed = {tuple(int(x) for x in grid[k]) for k in torch.nonzero(dist < cutoff)[:, 1].tolist()}
+    assert needed <= offsets
