@@ -49,6 +49,8 @@ def main() -> None:
                     help="image-summed pair features of the network (radial functions; 0: off). With --init-from, "
                          "the loaded weights are extended (new weights start at zero)")
     ap.add_argument("--image-cutoff", type=float, default=3.0, help="reach of the image-summed features, Å")
+    ap.add_argument("--ot-coupling", action="store_true",
+                    help="pair prior and data atoms of each crystal by least periodic distance (loss option)")
     ap.add_argument("--carbon-repeat", type=int, default=1,
                     help="show every carbon_24 training crystal this many times per epoch (balances the harder, "
                          "smaller dataset)")
@@ -85,7 +87,8 @@ def main() -> None:
         train, train_c, val, val_c, flow=flow,
         flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim,
                      "image_rbf": args.image_rbf, "image_cutoff": args.image_cutoff},
-        loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight},
+        loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight,
+                     **({"ot_coupling": True} if args.ot_coupling else {})},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time,
     )

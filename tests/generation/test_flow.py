@@ -8,7 +8,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from crystalgnn_plugins.generation import CrystalFlow, resolve_generator, sample_flow
-from crystalgnn_plugins.generation.flow import MAX_ATOMS, CrystalBatch
+from crystalgnn_plugins.generation.flow import MAX_ATOMS, CrystalBatch, ot_assignment
 from crystalgnn_plugins.generation.lattice import lattice_to_log, log_to_lattice
 from crystalgnn_plugins.models.io import ModelFileError, load_model, read_model_metadata, save_model
 
@@ -79,6 +79,32 @@ def test_warm_start_with_image_features(tiny_flow, dataset):
     assert new_rows.abs().sum() > 0  # the image directions receive gradient
     with pytest.raises(ValueError, match="has shape"):
         tiny_flow.load_compatible_state(wide)  # not the other way round
+
+
+def test_ot_assignment_pairs_atoms_within_each_crystal():
+    """A permutation inside each crystal, optimal: no pair swap lowers the cost, and a
+    data crystal that is the prior shifted slightly is paired atom by atom with it."""
+    from itertools import permutations
+
+    rng = np.random.default_rng(0)
+    num_atoms = torch.tensor([1, 4, 3])
+    lattice = torch.tensor(np.stack([np.eye(3) * 3 + rng.normal(0, 0.3, (3, 3)) for _ in range(3)]))
+    f0, f1 = torch.tensor(rng.uniform(0, 1, (8, 3))), torch.tensor(rng.uniform(0, 1, (8, 3)))
+    order = ot_assignment(f0, f1, lattice, num_atoms)
+    crystal = torch.repeat_interleave(torch.arange(3), num_atoms)
+    assert sorted(order.tolist()) == list(range(8)) and torch.equal(crystal[order], crystal)
+
+    def cost(idx, k):
+        d = f1[idx] - f0[crystal == k]
+        d = d - torch.round(d)
+        return float(((d @ lattice[k]) ** 2).sum())
+
+    for k, (lo, n) in enumerate([(0, 1), (1, 4), (5, 3)]):
+        best = min(cost(torch.tensor(p) + lo, k) for p in permutations(range(n)))
+        assert cost(order[lo : lo + n], k) == pytest.approx(best)
+    shuffled = torch.tensor([0, 3, 1, 4, 2, 7, 5, 6])
+    near = torch.remainder(f0 + 0.01, 1.0)
+    assert torch.equal(ot_assignment(f0, near[shuffled], lattice, num_atoms)[shuffled], torch.arange(8))
 
 
 # ------------------------------------------------------------------ statistics
@@ -155,6 +181,9 @@ def test_loss_modes(tiny_flow, dataset):
     terms["loss"].backward()
     assert all(p.grad is None for name, p in tiny_flow.named_parameters() if name.startswith("encoder."))
     assert tiny_flow.net.species_head[-1].weight.grad is None or tiny_flow.net.species_head[-1].weight.grad.abs().sum() == 0
+    # prior and data atoms paired by least distance (species follow their atoms)
+    paired = tiny_flow.loss(batch, csp_fraction=0.0, repulsion_weight=1.0, ot_coupling=True)
+    assert all(torch.isfinite(v) for v in paired.values())
 
 
 def test_loss_is_invariant_to_pose_and_images(tiny_flow, dataset):
