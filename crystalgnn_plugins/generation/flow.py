@@ -344,8 +344,8 @@ class CrystalFlow(nn.Module):
 
 def ot_assignment(f0: torch.Tensor, f1: torch.Tensor, lattice: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
     """Index (N,) into the data atoms ``f1`` giving each prior atom ``f0`` its partner:
-    per crystal, the permutation of least total squared Cartesian distance between
-    ``f0`` and the nearest periodic image of its partner (``scipy`` linear assignment)."""
+    per crystal, the permutation of least total squared Cartesian length of the wrapped
+    fractional differences (the paths the flow is trained on; ``scipy`` linear assignment)."""
     from scipy.optimize import linear_sum_assignment
 
     with torch.no_grad():
