@@ -55,6 +55,8 @@ def main() -> None:
                     help="show every carbon_24 training crystal this many times per epoch (balances the harder, "
                          "smaller dataset)")
     args = ap.parse_args()
+    if args.carbon_repeat < 1:
+        ap.error(f"--carbon-repeat must be at least 1, got {args.carbon_repeat}")
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
@@ -62,8 +64,6 @@ def main() -> None:
     for name, path in (("perov_5", args.perov), ("carbon_24", args.carbon)):
         split = load_split(path, name)
         repeat = args.carbon_repeat if name == "carbon_24" else 1
-        if repeat < 1:
-            raise ValueError(f"--carbon-repeat must be >= 1, got {repeat}")
         train += split["train"] * repeat
         train_c += [name] * (len(split["train"]) * repeat)
         val += split["val"]
