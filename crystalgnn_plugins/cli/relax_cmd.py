@@ -24,6 +24,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--fmax", type=float, default=0.05, help="force convergence threshold, eV/Å (default 0.05)")
     p.add_argument("--steps", type=int, default=500, help="maximum FIRE steps per structure (default 500)")
     p.add_argument("--no-cell", action="store_true", help="relax positions only, keep the cell fixed")
+    p.add_argument("--pressure", type=float, default=0.0,
+                   help="external hydrostatic pressure, GPa (cell relaxation on E + PV; default 0)")
     p.add_argument("--batched", action="store_true", help="relax many structures at once (batched FIRE)")
     p.add_argument("--batch-size", type=int, default=64, help="structures per batch with --batched (default 64)")
     p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
@@ -109,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", NotConvergedWarning)
         warnings.simplefilter("ignore", SkippedStructureWarning)
         results = relax(
-            structures, args.model, fmax=args.fmax, steps=args.steps, relax_cell=not args.no_cell,
+            structures, args.model, fmax=args.fmax, steps=args.steps, relax_cell=not args.no_cell, pressure=args.pressure,
             batched=args.batched, batch_size=args.batch_size, device=args.device,
             dtype=torch.float64 if args.float64 else None, ids=ids,
             on_error="skip" if args.skip_errors else "raise",

@@ -93,6 +93,10 @@ class CrystalFlow(nn.Module):
         cond_features: width of the dataset embedding.
         image_rbf, image_cutoff: image-summed pair features of the networks (0: off;
             see :class:`PeriodicActionNetwork`).
+        condition_pressures: pressure (GPa) at which each condition's training crystals
+            were relaxed (e.g. ``{"carbon_24": 10.0}``); the learned-energy guidance and
+            ``relax=True`` of :class:`CrystalStructureSource` use the enthalpy ``E + PV``
+            at that pressure. Conditions not listed: 0 GPa.
     """
 
     model_type: ClassVar[str] = "crystal_flow"
@@ -112,12 +116,17 @@ class CrystalFlow(nn.Module):
         disp_freqs: int = 3,
         image_rbf: int = 0,
         image_cutoff: float = 3.0,
+        condition_pressures: dict[str, float] | None = None,
     ):
         super().__init__()
         if not elements:
             raise ValueError("CrystalFlow needs a non-empty element vocabulary")
         self.elements = list(elements)
         self.conditions = list(conditions)
+        self.condition_pressures = {str(k): float(v) for k, v in (condition_pressures or {}).items()}
+        unknown = sorted(set(self.condition_pressures) - set(self.conditions))
+        if unknown:
+            raise ValueError(f"condition_pressures: {unknown} are not conditions of this flow ({self.conditions})")
         self.hidden, self.num_layers, self.num_freqs = hidden, num_layers, num_freqs
         self.latent_dim, self.encoder_layers, self.cond_features = latent_dim, encoder_layers, cond_features
         self.disp_freqs, self.image_rbf, self.image_cutoff = disp_freqs, image_rbf, image_cutoff
@@ -142,7 +151,13 @@ class CrystalFlow(nn.Module):
             "num_layers": self.num_layers, "num_freqs": self.num_freqs, "latent_dim": self.latent_dim,
             "encoder_layers": self.encoder_layers, "cond_features": self.cond_features,
             "disp_freqs": self.disp_freqs, "image_rbf": self.image_rbf, "image_cutoff": self.image_cutoff,
+            "condition_pressures": dict(self.condition_pressures),
         }
+
+    def pressure_gpa(self, condition: int | str) -> float:
+        """Pressure (GPa) of a condition's training crystals (0 unless set)."""
+        name = condition if isinstance(condition, str) else self.conditions[int(condition)]
+        return self.condition_pressures.get(name, 0.0)
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> CrystalFlow:

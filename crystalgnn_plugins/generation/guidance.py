@@ -11,7 +11,8 @@ Built in:
 - :class:`RepulsionTerm`: ``Σ relu(d_min - d)²`` for pairs closer than a
   species-aware minimum distance (Å²);
 - :class:`EnergyTerm`: energy per atom (eV/atom) from an
-  :class:`~crystalgnn_plugins.models.EnergyModel` (the default potential);
+  :class:`~crystalgnn_plugins.models.EnergyModel` (the default potential), or the
+  enthalpy per atom ``(E + PV) / N`` at the pressure the crystals were made at;
 - :class:`PropertyTerm`: a trained
   :class:`~crystalgnn_plugins.models.PropertyModel` pushed below, above or
   towards a value ("formation energy below X", "band gap near Y"), also
@@ -25,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.units import GPa
 from torch.nn import functional as F
 
 from crystalgnn_plugins.generation.flow import repulsion_energy
@@ -32,10 +34,12 @@ from crystalgnn_plugins.generation.flow import repulsion_energy
 
 @dataclass
 class GuidanceContext:
-    """What a term may need besides the crystal: the vocabulary and atom counts."""
+    """What a term may need besides the crystal: the vocabulary, atom counts and
+    the pressure of each crystal's condition ``(B,)`` in eV/Å³ (``None``: 0)."""
 
     elements: list[str]
     num_atoms: torch.Tensor
+    pressure: torch.Tensor | None = None
 
     @property
     def atomic_numbers(self) -> torch.Tensor:
@@ -93,18 +97,26 @@ def _graph(model, probs, frac, lattice, ctx: GuidanceContext, soft: bool):
 
 
 class EnergyTerm:
-    """Energy per atom (eV/atom) of the predicted crystal under an energy model.
+    """Energy per atom (eV/atom) of the predicted crystal under an energy model;
+    at a pressure ``P`` the enthalpy per atom ``(E + PV) / N``.
 
     Species are taken as the most likely ones (the gradient acts on the geometry);
     crystals with elements the model does not know contribute zero.
+
+    Args:
+        model: energy model, or a registered name/path.
+        weight: guidance weight.
+        pressure: GPa; ``None`` takes each crystal's pressure from the sampling
+            context (the pressure of its condition, see ``CrystalFlow.condition_pressures``).
     """
 
-    def __init__(self, model: Any = "default", weight: float = 1.0):
+    def __init__(self, model: Any = "default", weight: float = 1.0, pressure: float | None = None):
         from crystalgnn_plugins.models.pretrained import resolve_model
 
         self.model = resolve_model(model) if isinstance(model, str) else model
         self.model.eval()
         self.weight = float(weight)
+        self.pressure = None if pressure is None else float(pressure)
 
     def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
         known = self.model.elements  # None: the model takes any element
@@ -117,6 +129,15 @@ class EnergyTerm:
         graph = _graph(self.model, probs, frac.to(dtype), lattice.to(dtype), ctx, soft=False)
         energies = self.model.atomic_energies(graph, graph.edge_vectors())
         per_crystal = energies.new_zeros(len(ctx.num_atoms)).index_add_(0, graph.batch, energies)
+        if self.pressure is not None:
+            pressure = torch.full_like(per_crystal, self.pressure * GPa)
+        elif ctx.pressure is not None:
+            pressure = ctx.pressure.to(per_crystal)
+        else:
+            pressure = None
+        if pressure is not None:
+            volume = torch.linalg.det(graph.cell).abs()
+            per_crystal = per_crystal + pressure * volume
         value = per_crystal / ctx.num_atoms.to(per_crystal.dtype)
         return torch.where(crystal_ok, value, torch.zeros_like(value)).to(frac.dtype)
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from ase.units import GPa
 from torch.nn import functional as F
 
 from crystalgnn_plugins.generation.flow import CrystalFlow
@@ -83,7 +84,8 @@ def sample_flow(
     else:
         a = torch.randn((n, k), generator=generator, dtype=dtype).to(device)
     mask = allowed.to(device)[atom_batch] if allowed is not None else None
-    ctx = GuidanceContext(flow.elements, num_atoms)
+    pressures = torch.tensor([flow.pressure_gpa(c) for c in condition.tolist()], dtype=dtype, device=device)
+    ctx = GuidanceContext(flow.elements, num_atoms, pressures * GPa if bool(pressures.any()) else None)
 
     dt = 1.0 / steps
     logits = None

@@ -62,11 +62,14 @@ class CrystalStructureSource:
         energy_model: energy model for the physics guidance and for
             ``relax=True`` (name, path or model; ``None``: the shipped default potential).
         physics: guide sampling with the interatomic-distance repulsion and the
-            learned energy (weights ``repulsion_weight``, ``energy_weight``).
+            learned energy (weights ``repulsion_weight``, ``energy_weight``); the
+            energy term is the enthalpy ``E + PV`` at the pressure of each sample's
+            condition (e.g. 10 GPa for carbon_24, whose crystals were relaxed at 10 GPa).
         steps: integration steps of the flow.
         batch_size: crystals sampled at once.
         relax_kwargs: options of :func:`crystalgnn_plugins.relaxation.relax` for
-            ``relax=True`` (default fmax 0.05 eV/Å, 500 steps, cell relaxed).
+            ``relax=True`` (default fmax 0.05 eV/Å, 500 steps, cell relaxed, at the
+            pressure of the sample's condition: ``CrystalFlow.condition_pressures``).
         device: ``"cpu"`` or ``"cuda"``.
     """
 
@@ -333,25 +336,43 @@ class CrystalStructureSource:
                 "composition": None if composition is None else str(composition),
                 "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
                 "guidance": list(guidance),
+                "pressure_GPa": self.flow.pressure_gpa(int(cond[b])),
             }
             out.append(s)
         return out
 
     def _relax(self, structures: list) -> list:
+        """Relax with the energy model, each crystal at the pressure of its
+        condition (``CrystalFlow.condition_pressures``) unless ``relax_kwargs``
+        sets ``pressure``."""
         from crystalgnn_plugins.relaxation import relax
 
-        with warnings.catch_warnings():
-            # non-convergence is recorded per structure below, not only warned about
-            warnings.simplefilter("ignore")
-            results = relax(structures, self.energy_model(), batched=True, on_error="skip", **self.relax_kwargs)
+        kwargs = dict(self.relax_kwargs)
+        fixed_pressure = kwargs.pop("pressure", None)
+        pressures = [
+            float(fixed_pressure) if fixed_pressure is not None
+            else self.flow.pressure_gpa(s.properties["generation"]["condition"])
+            for s in structures
+        ]
+        results: list = [None] * len(structures)
+        for pressure in sorted(set(pressures)):
+            idx = [k for k, p in enumerate(pressures) if p == pressure]
+            with warnings.catch_warnings():
+                # non-convergence is recorded per structure below, not only warned about
+                warnings.simplefilter("ignore")
+                got = relax([structures[k] for k in idx], self.energy_model(), batched=True, on_error="skip",
+                            pressure=pressure, **kwargs)
+            for k, res in zip(idx, got, strict=True):
+                results[k] = res
         relaxed = []
-        for s, res in zip(structures, results):
+        for s, res, pressure in zip(structures, results, pressures, strict=True):
             new = res.structure.copy()
             new.properties = dict(s.properties)
             new.properties["generation"] = dict(s.properties["generation"])
             new.properties["generation"]["relaxation"] = {
                 "converged": bool(res.converged),
                 "steps": int(res.steps),
+                "pressure_GPa": pressure,
                 "energy_eV": float(res.energy),
                 "energy_per_atom_eV": float(res.energy_per_atom),
                 "error": res.error,

@@ -134,6 +134,7 @@ def relax(
     fmax: float = 0.05,
     steps: int = 500,
     relax_cell: bool = True,
+    pressure: float = 0.0,
     batched: bool = False,
     batch_size: int = 64,
     device: str | torch.device | None = None,
@@ -160,6 +161,10 @@ def relax(
         steps: maximum number of optimizer steps per structure.
         relax_cell: relax the cell as well as the positions (needs cells periodic
             in all three directions).
+        pressure: external hydrostatic pressure, GPa (``relax_cell`` only): the
+            cell relaxes to zero generalised force on the enthalpy ``E + PV``
+            (ASE's ``FrechetCellFilter(scalar_pressure=...)``). Reported energies
+            stay the model's energy ``E``.
         batched: relax many structures at once with the batched FIRE
             (:class:`~crystalgnn_plugins.relaxation.BatchedFIRE`, one model call
             per step for up to ``batch_size`` structures) instead of ASE's
@@ -197,6 +202,10 @@ def relax(
         raise ValueError(f"steps must be >= 0, got {steps}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not np.isfinite(pressure):
+        raise ValueError(f"pressure must be a finite number of GPa, got {pressure}")
+    if pressure and not relax_cell:
+        raise ValueError(f"pressure={pressure} GPa acts on the cell: it needs relax_cell=True")
     inputs = [structures_or_atoms] if _is_single(structures_or_atoms) else list(structures_or_atoms)
     if ids is not None:
         ids = [str(i) for i in ids]
@@ -261,8 +270,8 @@ def relax(
         from crystalgnn_plugins.relaxation.batched_fire import BatchedFIRE
 
         relaxer = BatchedFIRE(
-            energy_model, fmax=fmax, steps=steps, relax_cell=relax_cell, batch_size=batch_size,
-            trajectory=trajectory, on_error=on_error,
+            energy_model, fmax=fmax, steps=steps, relax_cell=relax_cell, pressure=pressure,
+            batch_size=batch_size, trajectory=trajectory, on_error=on_error,
         )
         sub = [atoms_list[k] for k in todo]
         got = relaxer.run(sub, error_handler=lambda j, message: fail(todo[j], message, sub[j]))
@@ -279,7 +288,8 @@ def relax(
             original = atoms.copy()
             try:
                 outcomes[k] = relax_atoms_ase(
-                    atoms, calc, fmax=fmax, steps=steps, relax_cell=relax_cell, trajectory=trajectory
+                    atoms, calc, fmax=fmax, steps=steps, relax_cell=relax_cell, pressure=pressure,
+                    trajectory=trajectory,
                 )
             except (ValueError, FloatingPointError) as exc:
                 fail(k, str(exc), original, cause=exc)

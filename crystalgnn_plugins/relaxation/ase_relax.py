@@ -18,6 +18,7 @@ def relax_atoms_ase(
     fmax: float = 0.05,
     steps: int = 500,
     relax_cell: bool = True,
+    pressure: float = 0.0,
     trajectory: bool = False,
 ) -> Outcome:
     """Relax ``atoms`` **in place** with ASE's ``FIRE`` (default parameters).
@@ -25,16 +26,18 @@ def relax_atoms_ase(
     With ``relax_cell`` the optimizer runs on ``FrechetCellFilter(atoms)`` (cell
     degrees of freedom: ``len(atoms) * logm(F)`` of the deformation gradient
     ``F``), so ``residual`` includes the three cell rows; otherwise only the
-    positions move. Converged means ``residual < fmax`` (eV/Å), checked before
+    positions move. ``pressure`` (GPa) is the filter's ``scalar_pressure``.
+    Converged means ``residual < fmax`` (eV/Å), checked before
     each of at most ``steps`` steps and after the last.
 
     Exceptions of the calculator (unknown element, overlapping atoms) propagate.
     """
     from ase.filters import FrechetCellFilter
     from ase.optimize import FIRE
+    from ase.units import GPa
 
     atoms.calc = calculator
-    target = FrechetCellFilter(atoms) if relax_cell else atoms
+    target = FrechetCellFilter(atoms, scalar_pressure=pressure * GPa) if relax_cell else atoms
     initial_energy = float(atoms.get_potential_energy())
     opt = FIRE(target, logfile=None)
     energies: list[float] | None = [] if trajectory else None

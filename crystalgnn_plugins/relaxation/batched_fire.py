@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from ase.stress import full_3x3_to_voigt_6_stress
+from ase.units import GPa
 
 from crystalgnn_plugins.graph import CrystalGraph
 from crystalgnn_plugins.graph.crystal_graph import MIN_DISTANCE
@@ -132,6 +133,8 @@ class BatchedFIRE:
         steps: maximum optimizer steps per structure.
         relax_cell: relax the cell too (``FrechetCellFilter`` parametrisation);
             else only positions move.
+        pressure: external hydrostatic pressure, GPa (``FrechetCellFilter``'s
+            ``scalar_pressure``): the cell relaxes on the enthalpy ``E + PV``.
         batch_size: maximum number of structures relaxed together.
         trajectory: record each structure's energy at every evaluation.
         on_error: ``"raise"`` (a :class:`GraphError`/``FloatingPointError`` naming
@@ -148,6 +151,7 @@ class BatchedFIRE:
         fmax: float = 0.05,
         steps: int = 500,
         relax_cell: bool = True,
+        pressure: float = 0.0,
         batch_size: int = 64,
         trajectory: bool = False,
         on_error: str = "raise",
@@ -168,6 +172,7 @@ class BatchedFIRE:
         self.fmax = float(fmax)
         self.steps = int(steps)
         self.relax_cell = bool(relax_cell)
+        self.pressure = float(pressure) * GPa  # eV/Å³
         self.batch_size = int(batch_size)
         self.trajectory = bool(trajectory)
         self.on_error = on_error
@@ -345,7 +350,7 @@ class BatchedFIRE:
             if self.relax_cell:
                 g = torch.einsum("ni,nij->nj", f, F[b.batch])
                 vol = torch.linalg.det(cell).abs()
-                virial = -vol.view(-1, 1, 1) * s
+                virial = -vol.view(-1, 1, 1) * (s + self.pressure * torch.eye(3, dtype=s.dtype, device=s.device))
                 Finv_t = torch.linalg.matrix_exp(-L).transpose(1, 2)
                 gc = expm_frechet_adjoint(L, torch.bmm(virial, Finv_t)) / b.n.view(-1, 1, 1)
                 cell_res = torch.linalg.norm(gc, dim=2).amax(1)

@@ -29,7 +29,7 @@ class RelaxTransformation(AbstractTransformation):
         model: an ``EnergyModel``, a saved-model directory or a shipped model name
             (``None``: the shipped default). Resolved once, on first use. Only a
             path or name survives :meth:`as_dict`.
-        fmax, steps, relax_cell: as in :func:`~crystalgnn_plugins.relaxation.relax`.
+        fmax, steps, relax_cell, pressure: as in :func:`~crystalgnn_plugins.relaxation.relax`.
         device: torch device (default: CUDA if available, else CPU).
         dtype: ``"float32"``/``"float64"`` (or a torch dtype); default the model's.
     """
@@ -40,6 +40,7 @@ class RelaxTransformation(AbstractTransformation):
         fmax: float = 0.05,
         steps: int = 500,
         relax_cell: bool = True,
+        pressure: float = 0.0,
         device: str | None = None,
         dtype: Any = None,
     ):
@@ -47,6 +48,7 @@ class RelaxTransformation(AbstractTransformation):
         self.fmax = float(fmax)
         self.steps = int(steps)
         self.relax_cell = bool(relax_cell)
+        self.pressure = float(pressure)
         self.device = None if device is None else str(device)
         if dtype is not None and str(dtype) not in _DTYPES:
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
@@ -70,7 +72,7 @@ class RelaxTransformation(AbstractTransformation):
 
         result = relax(
             structure, self._energy_model(), fmax=self.fmax, steps=self.steps, relax_cell=self.relax_cell,
-            device=self.device,
+            pressure=self.pressure, device=self.device,
         )[0]
         out = result.structure
         out.properties = dict(out.properties or {})
@@ -83,6 +85,7 @@ class RelaxTransformation(AbstractTransformation):
                 "max_force": result.max_force,
                 "residual": result.residual,
                 "fmax": self.fmax,
+                "pressure_GPa": self.pressure,
                 "stress": [float(x) for x in result.stress],
             },
         })
@@ -99,7 +102,7 @@ class RelaxTransformation(AbstractTransformation):
     def __repr__(self) -> str:
         return (
             f"RelaxTransformation(model={self._model_name()!r}, fmax={self.fmax}, steps={self.steps}, "
-            f"relax_cell={self.relax_cell})"
+            f"relax_cell={self.relax_cell}, pressure={self.pressure})"
         )
 
     # ------------------------------------------------------------ serialisation
@@ -120,6 +123,7 @@ class RelaxTransformation(AbstractTransformation):
             "fmax": self.fmax,
             "steps": self.steps,
             "relax_cell": self.relax_cell,
+            "pressure": self.pressure,
             "device": self.device,
             "dtype": self.dtype,
         }
@@ -133,5 +137,5 @@ class RelaxTransformation(AbstractTransformation):
             )
         return cls(
             model=d.get("model"), fmax=d.get("fmax", 0.05), steps=d.get("steps", 500),
-            relax_cell=d.get("relax_cell", True), device=d.get("device"), dtype=d.get("dtype"),
+            relax_cell=d.get("relax_cell", True), pressure=d.get("pressure", 0.0), device=d.get("device"), dtype=d.get("dtype"),
         )

@@ -235,6 +235,27 @@ def test_energy_term_is_the_energy_per_atom(tiny_energy_model):
     torch.testing.assert_close(grad, -(forces @ lattice[0].T) / 5, atol=1e-10, rtol=1e-7)
 
 
+def test_energy_term_at_pressure_is_the_enthalpy_per_atom(tiny_energy_model):
+    """(E + PV) / N, with P given or from the context; its lattice gradient gains P V L^-T / N."""
+    from ase.units import GPa
+
+    probs, frac, lattice, ctx = cubic_crystal(3.95)
+    lattice = lattice + 0.05 * torch.tensor(np.random.default_rng(2).normal(size=(1, 3, 3)))
+    volume = float(torch.linalg.det(lattice[0]).abs())
+    plain, pressed = EnergyTerm(tiny_energy_model), EnergyTerm(tiny_energy_model, pressure=10.0)
+    e0, h = plain(probs, frac, lattice, ctx), pressed(probs, frac, lattice, ctx)
+    assert (h - e0).item() == pytest.approx(10.0 * GPa * volume / 5, rel=1e-9)
+    ctx_p = GuidanceContext(VOCAB, torch.tensor([5]), torch.tensor([10.0 * GPa], dtype=F64))
+    torch.testing.assert_close(plain(probs, frac, lattice, ctx_p), h)
+    assert pressed.pressure == 10.0 and EnergyTerm(tiny_energy_model, pressure=0.0)(probs, frac, lattice, ctx_p) == e0
+
+    lat = lattice.clone().requires_grad_(True)
+    (g_h,) = torch.autograd.grad(pressed(probs, frac, lat, ctx).sum(), [lat])
+    (g_e,) = torch.autograd.grad(plain(probs, frac, lat, ctx).sum(), [lat])
+    expected = 10.0 * GPa * volume * torch.linalg.inv(lattice[0]).T / 5
+    torch.testing.assert_close(g_h[0] - g_e[0], expected, atol=1e-12, rtol=1e-7)
+
+
 def test_energy_term_ignores_crystals_with_unknown_elements(tiny_energy_model):
     vocab = ["Li", "O", "Sr", "Ti"]
     probs = torch.nn.functional.one_hot(torch.tensor([2, 3, 1, 1, 1, 0, 1]), 4).to(F64)  # SrTiO3 + LiO

@@ -115,3 +115,34 @@ def test_guidance_steps_are_bounded(flow):
         assert moved.max() <= max_guidance + 1e-5 and moved.max() > 0.5 * max_guidance
         d_log = lattice_to_log(out.lattice.double()) - lattice_to_log(plain.lattice.double())
         assert torch.linalg.matrix_norm(d_log).max() <= max_guidance + 1e-4
+
+
+class _RecordContext:
+    weight = 0.0
+
+    def __init__(self):
+        self.pressures = []
+
+    def __call__(self, probs, frac, lattice, ctx):
+        self.pressures.append(None if ctx.pressure is None else ctx.pressure.clone())
+        return lattice.sum((-1, -2)) * 0
+
+
+def test_guidance_sees_the_pressure_of_each_condition(tiny_flow):
+    """``condition_pressures`` (GPa) reach the guidance terms per crystal, in eV/Å³."""
+    from ase.units import GPa
+
+    from crystalgnn_plugins.generation import CrystalFlow
+
+    pressed = CrystalFlow.from_config({**tiny_flow.get_config(), "condition_pressures": {"carbon": 10.0}}).double()
+    assert pressed.pressure_gpa("carbon") == 10.0 and pressed.pressure_gpa(pressed.condition_index("perov")) == 0.0
+    record = _RecordContext()
+    draw(pressed, 0, counts=(5, 4), conds=[pressed.condition_index("perov"), pressed.condition_index("carbon")],
+         steps=2, guidance=[record], guidance_start=0.0)
+    assert len(record.pressures) == 2
+    torch.testing.assert_close(record.pressures[0], torch.tensor([0.0, 10.0 * GPa], dtype=torch.float64))
+    record = _RecordContext()
+    draw(tiny_flow, 0, counts=(5, 4), steps=1, guidance=[record], guidance_start=0.0)
+    assert record.pressures == [None]  # no pressures: the plain energy
+    with pytest.raises(ValueError, match="not conditions of this flow"):
+        CrystalFlow.from_config({**tiny_flow.get_config(), "condition_pressures": {"mp_20": 1.0}})

@@ -193,7 +193,8 @@ def test_relax(model_dir, tiny_energy_model):
     for s, s0 in zip(out, unrelaxed):
         assert s.composition.reduced_formula == "SrTiO3"
         rel = s.properties["generation"]["relaxation"]
-        assert set(rel) == {"converged", "steps", "energy_eV", "energy_per_atom_eV", "error"}
+        assert set(rel) == {"converged", "steps", "pressure_GPa", "energy_eV", "energy_per_atom_eV", "error"}
+        assert rel["pressure_GPa"] == 0.0  # the tiny generator has no condition pressures
         assert rel["error"] is None and isinstance(rel["converged"], bool)
         assert 1 <= rel["steps"] <= max_steps
         assert rel["energy_per_atom_eV"] == pytest.approx(rel["energy_eV"] / len(s))
@@ -202,6 +203,31 @@ def test_relax(model_dir, tiny_energy_model):
         assert rel["energy_eV"] == pytest.approx(energy, abs=1e-6)
         assert not np.allclose(s.cart_coords, s0.cart_coords)  # it moved
         assert s.properties["generation"]["seed"] == 0  # provenance kept
+
+
+def test_relax_at_the_pressure_of_the_condition(model_dir, tiny_energy_model, monkeypatch):
+    """Samples of a condition made at pressure relax at that pressure (FIRE on E + PV),
+    unless ``relax_kwargs`` sets one; both recorded in the provenance."""
+    import crystalgnn_plugins.relaxation as relaxation
+
+    seen = []
+    real = relaxation.relax
+
+    def spy(structures, *args, **kwargs):
+        seen.append((len(structures), kwargs["pressure"]))
+        return real(structures, *args, **kwargs)
+
+    monkeypatch.setattr(relaxation, "relax", spy)
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4, relax_kwargs={"steps": 2})
+    src.flow.condition_pressures = {"carbon": 10.0}
+    out = src.get_structures(2, condition="carbon", seed=0, relax=True)
+    out += src.get_structures(1, condition="perov", seed=0, relax=True)
+    assert seen == [(2, 10.0), (1, 0.0)]
+    assert [s.properties["generation"]["relaxation"]["pressure_GPa"] for s in out] == [10.0, 10.0, 0.0]
+    assert [s.properties["generation"]["pressure_GPa"] for s in out] == [10.0, 10.0, 0.0]
+    src.relax_kwargs["pressure"] = 1.5
+    out = src.get_structures(1, condition="carbon", seed=0, relax=True)
+    assert seen[-1] == (1, 1.5) and out[0].properties["generation"]["relaxation"]["pressure_GPa"] == 1.5
 
 
 # ------------------------------------------------------------------ latent space

@@ -110,6 +110,30 @@ def test_batched_follows_the_ase_path_exactly(morse_model, cu_cells):
         assert a.structure.get_volume() > 1.05 * atoms.get_volume()
 
 
+def test_pressure_relaxes_to_the_enthalpy_minimum(emt_model, cu_cells):
+    """At P the relaxed stress is -P (ASE sign: stress = -pressure), for both paths;
+    the batched path follows ASE's FrechetCellFilter(scalar_pressure=P) step by step."""
+    from ase.units import GPa
+
+    p = 5.0
+    one = _quiet(cu_cells, emt_model, fmax=0.005, pressure=p)
+    many = _quiet(cu_cells, emt_model, fmax=0.005, pressure=p, batched=True)
+    zero = _quiet(cu_cells, emt_model, fmax=0.005, batched=True)
+    for a, b, z in zip(one, many, zero, strict=True):
+        assert a.converged and b.converged and a.steps == b.steps
+        np.testing.assert_allclose(a.structure.cell.array, b.structure.cell.array, atol=1e-8)
+        np.testing.assert_allclose(b.stress[:3], -p * GPa, atol=6e-4)  # eV/Å³ (0.1 GPa; fmax on the cell rows)
+        np.testing.assert_allclose(b.stress[3:], 0.0, atol=6e-4)
+        assert b.structure.get_volume() < 0.99 * z.structure.get_volume()  # compressed
+
+
+def test_pressure_needs_the_cell(morse_model, cu_cells):
+    with pytest.raises(ValueError, match="relax_cell"):
+        relax(cu_cells, morse_model, pressure=1.0, relax_cell=False)
+    with pytest.raises(ValueError, match="pressure"):
+        relax(cu_cells, morse_model, pressure=float("nan"))
+
+
 def test_batched_matches_one_by_one_with_a_float32_gnn(gnn_model, cu_cells):
     one = _quiet(cu_cells, gnn_model, fmax=0.02, dtype=torch.float32)
     many = _quiet(cu_cells, gnn_model, fmax=0.02, dtype=torch.float32, batched=True)
