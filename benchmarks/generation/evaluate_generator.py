@@ -155,19 +155,23 @@ def _displacement(before, after) -> float:
     return float(np.linalg.norm(d @ after.lattice.matrix, axis=1).mean())
 
 
-def _relax_stats(args, structures: list) -> dict:
+def _relax_stats(args, structures: list, dataset: str) -> dict:
+    """Relax at the pressure the dataset's crystals were made at (the generator's
+    ``condition_pressures``: 10 GPa for carbon_24, 0 for perov_5)."""
     from crystalgnn_plugins.relaxation import relax
 
     source = _source(args, physics=False)
+    pressure = source.flow.pressure_gpa(dataset)
     valid = [s for s in structures if gm.structural_validity(s)]
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        results = relax(valid, source.energy_model(), batched=True, on_error="skip")
+        results = relax(valid, source.energy_model(), batched=True, on_error="skip", pressure=pressure)
     ok = [(s, r) for s, r in zip(valid, results) if r.error is None]
     disp = [_displacement(s, r.structure) for s, r in ok]
     return {
         "num_relaxed": len(valid),
+        "pressure_GPa": pressure,
         "converged_fraction": float(np.mean([r.converged for r in results])) if results else None,
         "median_displacement_A": float(np.median(disp)) if disp else None,
         "median_volume_change": float(np.median([r.structure.volume / s.volume - 1 for s, r in ok])) if ok else None,
@@ -307,8 +311,8 @@ def main() -> None:
                 res.setdefault(key, {}).update(metrics, sampling=extra)
             if "relax" in sections:
                 res.setdefault(key, {})["relaxation"] = _cached_json(
-                    cfg_dir / "relax.json", lambda s=structures: _relax_stats(args, s[: args.relax_n]),
-                    {"relax_n": args.relax_n, "energy_model": args.energy_model})
+                    cfg_dir / "relax.json", lambda s=structures, d=dataset: _relax_stats(args, s[: args.relax_n], d),
+                    {"relax_n": args.relax_n, "energy_model": args.energy_model, "model": args.model})
             print(dataset, key, json.dumps(res.get(key), indent=1, default=float), flush=True)
             write_json_atomic(report_path, report)
         if "csp" in sections and dataset == "perov_5":

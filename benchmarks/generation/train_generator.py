@@ -24,6 +24,10 @@ from common import load_split  # noqa: E402
 
 from crystalgnn_plugins.generation import train_generator  # noqa: E402
 
+#: pressure (GPa) at which each dataset's crystals were relaxed: carbon_24 comes from
+#: ab initio random structure searching at 10 GPa (../shared/data/README.md, Pickard 2020)
+CONDITION_PRESSURES_GPA = {"carbon_24": 10.0}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -83,10 +87,12 @@ def main() -> None:
                                             "image_cutoff": args.image_cutoff})
             flow.load_compatible_state(base)
         print(f"initialised from {args.init_from} ({flow.num_parameters} parameters)", flush=True)
+        flow.condition_pressures = {**CONDITION_PRESSURES_GPA, **flow.condition_pressures}
     flow, report = train_generator(
         train, train_c, val, val_c, flow=flow,
         flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim,
-                     "image_rbf": args.image_rbf, "image_cutoff": args.image_cutoff},
+                     "image_rbf": args.image_rbf, "image_cutoff": args.image_cutoff,
+                     "condition_pressures": CONDITION_PRESSURES_GPA},
         loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight,
                      **({"ot_coupling": True} if args.ot_coupling else {})},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
