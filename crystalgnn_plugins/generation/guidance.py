@@ -4,7 +4,8 @@ A term maps the *predicted clean crystal* of a sampling step (soft species
 ``(N, K)`` over the generator's vocabulary, fractional coordinates ``(N, 3)``,
 lattice rows ``(B, 3, 3)`` in Å) to one value per crystal ``(B,)`` to be
 minimised. The sampler pushes the velocities down its gradient, scaled by the
-term's ``weight``. The same terms can be used as training losses.
+term's ``weight``; a term whose ``guides_lattice`` is ``False`` moves only the
+atoms (and species), never the lattice. The same terms can be used as training losses.
 
 Built in:
 
@@ -34,12 +35,14 @@ from crystalgnn_plugins.generation.flow import repulsion_energy
 
 @dataclass
 class GuidanceContext:
-    """What a term may need besides the crystal: the vocabulary, atom counts and
-    the pressure of each crystal's condition ``(B,)`` in eV/Å³ (``None``: 0)."""
+    """What a term may need besides the crystal: the vocabulary, atom counts, the
+    pressure of each crystal's condition ``(B,)`` in eV/Å³ (``None``: 0) and each
+    crystal's condition name (``None``: unknown)."""
 
     elements: list[str]
     num_atoms: torch.Tensor
     pressure: torch.Tensor | None = None
+    conditions: list[str] | None = None
 
     @property
     def atomic_numbers(self) -> torch.Tensor:
@@ -51,8 +54,8 @@ class GuidanceContext:
 class RepulsionTerm:
     """Penalty for interatomic distances below ``factor × (r_cov,i + r_cov,j)`` (Å²)."""
 
-    def __init__(self, weight: float = 1.0, factor: float = 0.7):
-        self.weight, self.factor = float(weight), float(factor)
+    def __init__(self, weight: float = 1.0, factor: float = 0.7, guides_lattice: bool = True):
+        self.weight, self.factor, self.guides_lattice = float(weight), float(factor), bool(guides_lattice)
 
     def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
         from ase.data import covalent_radii
@@ -108,15 +111,23 @@ class EnergyTerm:
         weight: guidance weight.
         pressure: GPa; ``None`` takes each crystal's pressure from the sampling
             context (the pressure of its condition, see ``CrystalFlow.condition_pressures``).
+        condition_weights: extra factor per condition name (e.g. ``{"carbon_24": 6.0}``);
+            conditions not listed, or crystals without a condition, get 1.
+        guides_lattice: let the term move the lattice while sampling (else atoms only).
     """
 
-    def __init__(self, model: Any = "default", weight: float = 1.0, pressure: float | None = None):
+    def __init__(
+        self, model: Any = "default", weight: float = 1.0, pressure: float | None = None,
+        condition_weights: dict[str, float] | None = None, guides_lattice: bool = True,
+    ):
         from crystalgnn_plugins.models.pretrained import resolve_model
 
         self.model = resolve_model(model) if isinstance(model, str) else model
         self.model.eval()
         self.weight = float(weight)
         self.pressure = None if pressure is None else float(pressure)
+        self.condition_weights = {str(k): float(v) for k, v in (condition_weights or {}).items()}
+        self.guides_lattice = bool(guides_lattice)
 
     def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
         known = self.model.elements  # None: the model takes any element
@@ -139,6 +150,8 @@ class EnergyTerm:
             volume = torch.linalg.det(graph.cell).abs()
             per_crystal = per_crystal + pressure * volume
         value = per_crystal / ctx.num_atoms.to(per_crystal.dtype)
+        if self.condition_weights and ctx.conditions is not None:
+            value = value * value.new_tensor([self.condition_weights.get(c, 1.0) for c in ctx.conditions])
         return torch.where(crystal_ok, value, torch.zeros_like(value)).to(frac.dtype)
 
 

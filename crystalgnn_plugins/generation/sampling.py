@@ -58,7 +58,8 @@ def sample_flow(
         allowed: (B, K) bool, species each crystal may use (e.g. a chemical system).
         z: (B, latent_dim) latent codes, or ``None`` for the unconditional flow.
         steps: integration steps.
-        guidance: terms (see :mod:`.guidance`) applied from ``t >= guidance_start``.
+        guidance: terms (see :mod:`.guidance`) applied from ``t >= guidance_start``;
+            a term with ``guides_lattice = False`` moves only atoms and species.
         coord_speedup: velocity of the coordinates multiplied by ``1 + s t``
             (inference anti-annealing as in FlowMM; 0 = plain flow).
         max_guidance: largest guidance velocity per atom (fractional units per unit
@@ -85,7 +86,10 @@ def sample_flow(
         a = torch.randn((n, k), generator=generator, dtype=dtype).to(device)
     mask = allowed.to(device)[atom_batch] if allowed is not None else None
     pressures = torch.tensor([flow.pressure_gpa(c) for c in condition.tolist()], dtype=dtype, device=device)
-    ctx = GuidanceContext(flow.elements, num_atoms, pressures * GPa if bool(pressures.any()) else None)
+    ctx = GuidanceContext(
+        flow.elements, num_atoms, pressures * GPa if bool(pressures.any()) else None,
+        [flow.conditions[c] for c in condition.tolist()],
+    )
 
     dt = 1.0 / steps
     logits = None
@@ -106,9 +110,13 @@ def sample_flow(
                 l_hat = (log_l + (1 - t) * v_l).detach().requires_grad_(True)
                 p_hat = (a if fixed else F.softmax(logits, -1)).detach().requires_grad_(not fixed)
                 lattice_hat = log_to_lattice(l_hat)
-                total = sum(term.weight * term(p_hat, f_hat, lattice_hat, ctx).sum() for term in guidance)
-                inputs = [f_hat, l_hat] + ([p_hat] if not fixed else [])
-                grads = torch.autograd.grad(total, inputs, allow_unused=True)
+                values = [term.weight * term(p_hat, f_hat, lattice_hat, ctx).sum() for term in guidance]
+                on_lattice = [v for v, term in zip(values, guidance) if getattr(term, "guides_lattice", True)]
+                inputs = [f_hat] + ([p_hat] if not fixed else [])
+                grads = list(torch.autograd.grad(sum(values), inputs, allow_unused=True, retain_graph=bool(on_lattice)))
+                g_l = torch.autograd.grad(sum(on_lattice), [l_hat], allow_unused=True)[0] if on_lattice else None
+                grads.insert(1, g_l)
+                inputs.insert(1, l_hat)
             grads = [torch.zeros_like(x) if g is None else torch.nan_to_num(g) for x, g in zip(inputs, grads)]
             # a guided step moves an atom by at most max_guidance/steps (fractional) and
             # the log-lattice by at most as much: an energy model evaluated on a crystal

@@ -256,6 +256,20 @@ def test_energy_term_at_pressure_is_the_enthalpy_per_atom(tiny_energy_model):
     torch.testing.assert_close(g_h[0] - g_e[0], expected, atol=1e-12, rtol=1e-7)
 
 
+def test_energy_term_condition_weights_scale_each_crystal(tiny_energy_model):
+    probs, frac, lattice, _ = cubic_crystal(3.95)
+    two = (torch.cat([probs, probs]), torch.cat([frac, frac]), torch.cat([lattice, lattice]))
+    ctx = GuidanceContext(VOCAB, torch.tensor([5, 5]), conditions=["perov", "carbon"])
+    plain = EnergyTerm(tiny_energy_model)(*two, ctx)
+    weighted = EnergyTerm(tiny_energy_model, condition_weights={"carbon": 6.0})(*two, ctx)
+    torch.testing.assert_close(weighted, plain * torch.tensor([1.0, 6.0], dtype=F64))
+    # without condition names in the context the factors cannot apply
+    torch.testing.assert_close(
+        EnergyTerm(tiny_energy_model, condition_weights={"carbon": 6.0})(*two, GuidanceContext(VOCAB, torch.tensor([5, 5]))),
+        plain,
+    )
+
+
 def test_energy_term_ignores_crystals_with_unknown_elements(tiny_energy_model):
     vocab = ["Li", "O", "Sr", "Ti"]
     probs = torch.nn.functional.one_hot(torch.tensor([2, 3, 1, 1, 1, 0, 1]), 4).to(F64)  # SrTiO3 + LiO

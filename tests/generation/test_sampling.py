@@ -146,3 +146,21 @@ def test_guidance_sees_the_pressure_of_each_condition(tiny_flow):
     assert record.pressures == [None]  # no pressures: the plain energy
     with pytest.raises(ValueError, match="not conditions of this flow"):
         CrystalFlow.from_config({**tiny_flow.get_config(), "condition_pressures": {"mp_20": 1.0}})
+
+
+def test_lattice_guidance_can_be_switched_off(flow):
+    """A term with ``guides_lattice = False`` moves the atoms only: after one guided
+    step the lattices are the plain step's (later steps differ through the
+    coordinates the flow sees); terms without the attribute move the lattice."""
+
+    class AtomsOnly(_HugeGradient):
+        guides_lattice = False
+
+    plain = draw(flow, 4, steps=1)
+    guided = draw(flow, 4, steps=1, guidance=[AtomsOnly()], guidance_start=0.0)
+    torch.testing.assert_close(guided.lattice, plain.lattice)
+    assert not torch.allclose(guided.frac, plain.frac)
+    both = draw(flow, 4, steps=1, guidance=[AtomsOnly(), _HugeGradient()], guidance_start=0.0)
+    moved = draw(flow, 4, steps=1, guidance=[_HugeGradient()], guidance_start=0.0)
+    assert not torch.allclose(moved.lattice, plain.lattice)
+    torch.testing.assert_close(both.lattice, moved.lattice)

@@ -230,6 +230,27 @@ def test_relax_at_the_pressure_of_the_condition(model_dir, tiny_energy_model, mo
     assert seen[-1] == (1, 1.5) and out[0].properties["generation"]["relaxation"]["pressure_GPa"] == 1.5
 
 
+def test_energy_weights_per_condition(model_dir, tiny_energy_model):
+    from crystalgnn_plugins.generation.guidance import EnergyTerm
+    from crystalgnn_plugins.generation.source import DEFAULT_ENERGY_WEIGHT
+
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4)
+    assert src.energy_weights == {"carbon": DEFAULT_ENERGY_WEIGHT, "perov": DEFAULT_ENERGY_WEIGHT}
+    (term,) = [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
+    assert term.weight == DEFAULT_ENERGY_WEIGHT and term.condition_weights == {}
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4, energy_weight={"carbon": 0.3})
+    assert src.energy_weights == {"carbon": 0.3, "perov": DEFAULT_ENERGY_WEIGHT}
+    (term,) = [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
+    assert term.weight == 1.0 and term.condition_weights == {"carbon": 0.3, "perov": DEFAULT_ENERGY_WEIGHT}
+    assert len(src.get_structures(2, condition="carbon", seed=0)) == 2
+    assert all(not t.guides_lattice for t in src._guidance(None))  # physics moves atoms only by default
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_weight=0, guide_lattice=True)
+    assert not [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
+    assert all(t.guides_lattice for t in src._guidance(None))
+    with pytest.raises(ValueError, match=r"energy_weight: \['mp_20'\] are not conditions"):
+        CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_weight={"mp_20": 0.3})
+
+
 # ------------------------------------------------------------------ latent space
 def test_encode_decode_interpolate(source, dataset):
     structures, _ = dataset
