@@ -2,7 +2,9 @@
 
 For perov_5 and carbon_24 (fixed 80/10/10 split, seed 0, ``common.load_split``)
 and for each sampling configuration (``plain``: no guidance; ``physics``:
-repulsion + learned-energy guidance) it writes to ``--out`` and prints:
+repulsion + learned-energy guidance, the default; ``relaxed``: the physics samples
+relaxed with the energy model at their condition's pressure, what
+``get_structures(relax=True)`` returns) it writes to ``--out`` and prints:
 
 - validity (structural, compositional), COV-R / COV-P, density and #elements
   EMD against the test split (section ``memorisation``: the training split scored
@@ -58,7 +60,9 @@ from crystalgnn_plugins.generation import CrystalStructureSource  # noqa: E402
 from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 from crystalgnn_plugins.training.trainer import write_json_atomic  # noqa: E402
 
-CONFIGS = {"plain": {"physics": False}, "physics": {"physics": True}}
+#: sampling configurations: the flow alone, with the default physics guidance, and
+#: the guided samples relaxed with the energy model (``get_structures(relax=True)``)
+CONFIGS = {"plain": {"physics": False}, "physics": {"physics": True}, "relaxed": {"physics": True, "relax": True}}
 SECTIONS = ("memorisation", "metrics", "relax", "csp", "targeting", "speed")
 FP_CHUNK = 250
 
@@ -138,9 +142,11 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
             raise SystemExit(f"{path} holds {extra.get('n')} samples of seed {extra.get('seed')}; "
                              f"use another --out or --fresh")
         return structures, extra
-    source = _source(args, **CONFIGS[config])
+    options = dict(CONFIGS[config])
+    relax = options.pop("relax", False)
+    source = _source(args, **options)
     t0 = time.perf_counter()
-    structures = source.get_structures(args.n, condition=dataset, seed=args.seed, valid_only=False)
+    structures = source.get_structures(args.n, condition=dataset, seed=args.seed, valid_only=False, relax=relax)
     extra = {"n": args.n, "seed": args.seed, "seconds": time.perf_counter() - t0, "loadavg": os.getloadavg(),
              "threads": args.threads}
     _save_structures(path, structures, extra)
@@ -226,11 +232,13 @@ def _targeting(args) -> dict:
 
 
 def _speed(args, dataset: str, config: str) -> dict:
-    source = _source(args, **CONFIGS[config])
-    source.get_structures(8, condition=dataset, seed=args.seed + 1)  # warm-up
+    options = dict(CONFIGS[config])
+    relax = options.pop("relax", False)
+    source = _source(args, **options)
+    source.get_structures(8, condition=dataset, seed=args.seed + 1, relax=relax)  # warm-up
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    structures = source.get_structures(args.speed_n, condition=dataset, seed=args.seed, valid_only=False)
+    structures = source.get_structures(args.speed_n, condition=dataset, seed=args.seed, valid_only=False, relax=relax)
     seconds = time.perf_counter() - t0
     n_valid = sum(gm.structural_validity(s) for s in structures)
     return {"samples": len(structures), "valid": n_valid, "seconds": seconds, "valid_per_s": n_valid / seconds,

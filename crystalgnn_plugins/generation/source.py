@@ -94,7 +94,7 @@ class CrystalStructureSource:
         *,
         energy_model: Any = None,
         physics: bool = True,
-        repulsion_weight: float = 1.0,
+        repulsion_weight: float = 5.0,
         energy_weight: float | dict[str, float] | None = None,
         guide_lattice: bool = False,
         guidance_start: float = 0.6,
