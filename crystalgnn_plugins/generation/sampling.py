@@ -110,13 +110,14 @@ def sample_flow(
                 l_hat = (log_l + (1 - t) * v_l).detach().requires_grad_(True)
                 p_hat = (a if fixed else F.softmax(logits, -1)).detach().requires_grad_(not fixed)
                 lattice_hat = log_to_lattice(l_hat)
-                values = [term.weight * term(p_hat, f_hat, lattice_hat, ctx).sum() for term in guidance]
-                on_lattice = [v for v, term in zip(values, guidance) if getattr(term, "guides_lattice", True)]
-                inputs = [f_hat] + ([p_hat] if not fixed else [])
-                grads = list(torch.autograd.grad(sum(values), inputs, allow_unused=True, retain_graph=bool(on_lattice)))
-                g_l = torch.autograd.grad(sum(on_lattice), [l_hat], allow_unused=True)[0] if on_lattice else None
-                grads.insert(1, g_l)
-                inputs.insert(1, l_hat)
+                # an atoms-only term sees a detached lattice: no lattice gradient from it
+                total = sum(
+                    term.weight * term(p_hat, f_hat, lattice_hat if getattr(term, "guides_lattice", True)
+                                       else lattice_hat.detach(), ctx).sum()
+                    for term in guidance
+                )
+                inputs = [f_hat, l_hat] + ([p_hat] if not fixed else [])
+                grads = torch.autograd.grad(total, inputs, allow_unused=True)
             grads = [torch.zeros_like(x) if g is None else torch.nan_to_num(g) for x, g in zip(inputs, grads)]
             # a guided step moves an atom by at most max_guidance/steps (fractional) and
             # the log-lattice by at most as much: an energy model evaluated on a crystal

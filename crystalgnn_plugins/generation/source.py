@@ -146,14 +146,9 @@ class CrystalStructureSource:
         terms: list = []
         if self.physics:
             terms.append(RepulsionTerm(self.repulsion_weight, guides_lattice=self.guide_lattice))
-            weights = self.energy_weights
-            if any(weights.values()):
-                if len(set(weights.values())) == 1:
-                    terms.append(EnergyTerm(self.energy_model(), next(iter(weights.values())),
-                                            guides_lattice=self.guide_lattice))
-                else:
-                    terms.append(EnergyTerm(self.energy_model(), 1.0, condition_weights=weights,
-                                            guides_lattice=self.guide_lattice))
+            if any(self.energy_weights.values()):
+                terms.append(EnergyTerm(self.energy_model(), 1.0, condition_weights=self.energy_weights,
+                                        guides_lattice=self.guide_lattice))
         if target is not None:
             if isinstance(target, dict):
                 target = PropertyTerm(**target)

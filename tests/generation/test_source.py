@@ -237,7 +237,7 @@ def test_energy_weights_per_condition(model_dir, tiny_energy_model):
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4)
     assert src.energy_weights == {"carbon": DEFAULT_ENERGY_WEIGHT, "perov": DEFAULT_ENERGY_WEIGHT}
     (term,) = [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
-    assert term.weight == DEFAULT_ENERGY_WEIGHT and term.condition_weights == {}
+    assert term.weight == 1.0 and term.condition_weights == src.energy_weights
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4, energy_weight={"carbon": 0.3})
     assert src.energy_weights == {"carbon": 0.3, "perov": DEFAULT_ENERGY_WEIGHT}
     (term,) = [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
