@@ -52,6 +52,29 @@ def test_transformation_round_trips_with_a_saved_model(gnn_model, cu_cells, tmp_
     assert ts.final_structure.properties["energy"] == pytest.approx(a.properties["energy"])
 
 
+def test_pressure_in_the_transformation_and_the_cli(morse_model, gnn_model, cu_cells, tmp_path, capsys):
+    """``pressure`` (GPa) reaches relax() from the transformation (and survives as_dict)
+    and from ``crystalgnn relax --pressure``: the cells come out smaller."""
+    structure = AseAtomsAdaptor.get_structure(cu_cells[1])
+    t = RelaxTransformation(morse_model, fmax=0.02, pressure=5.0)
+    assert RelaxTransformation.from_dict({**t.as_dict(), "model_in_memory": False, "model": None}).pressure == 5.0
+    pressed = t.apply_transformation(structure)
+    free = RelaxTransformation(morse_model, fmax=0.02).apply_transformation(structure)
+    assert pressed.properties["relaxation"]["pressure_GPa"] == 5.0
+    assert pressed.lattice.volume < 0.99 * free.lattice.volume
+
+    save_model(gnn_model, tmp_path / "m")
+    write(tmp_path / "cu.cif", cu_cells[1])
+    volumes = []
+    for pressure in ("0", "20"):
+        out = tmp_path / f"p{pressure}.extxyz"
+        assert main(["relax", str(tmp_path / "cu.cif"), "--out", str(out), "--model", str(tmp_path / "m"),
+                     "--pressure", pressure, "--batched"]) == 0
+        volumes.append(read(out).get_volume())
+    capsys.readouterr()
+    assert volumes[1] < volumes[0]
+
+
 def test_transformation_rejects_a_bad_dtype():
     with pytest.raises(ValueError, match="dtype"):
         RelaxTransformation(dtype="float16")
