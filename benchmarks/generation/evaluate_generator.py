@@ -126,6 +126,13 @@ def _source(args, **kw) -> CrystalStructureSource:
                                   coord_speedup=args.coord_speedup, **kw)
 
 
+def _configured(args, config: str) -> tuple[CrystalStructureSource, bool]:
+    """The source of a sampling configuration and whether its samples are relaxed."""
+    options = dict(CONFIGS[config])
+    relax = options.pop("relax", False)
+    return _source(args, **options), relax
+
+
 def _tag(args, config: str | None = None) -> str:
     """Sampler settings in cache and report keys, e.g. ``steps50``, ``steps50_speedup5``
     or, for the physics configuration with ``--energy-weight``, ``steps50_energy0.3``."""
@@ -142,9 +149,7 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
             raise SystemExit(f"{path} holds {extra.get('n')} samples of seed {extra.get('seed')}; "
                              f"use another --out or --fresh")
         return structures, extra
-    options = dict(CONFIGS[config])
-    relax = options.pop("relax", False)
-    source = _source(args, **options)
+    source, relax = _configured(args, config)
     t0 = time.perf_counter()
     structures = source.get_structures(args.n, condition=dataset, seed=args.seed, valid_only=False, relax=relax)
     extra = {"n": args.n, "seed": args.seed, "seconds": time.perf_counter() - t0, "loadavg": os.getloadavg(),
@@ -232,9 +237,7 @@ def _targeting(args) -> dict:
 
 
 def _speed(args, dataset: str, config: str) -> dict:
-    options = dict(CONFIGS[config])
-    relax = options.pop("relax", False)
-    source = _source(args, **options)
+    source, relax = _configured(args, config)
     source.get_structures(8, condition=dataset, seed=args.seed + 1, relax=relax)  # warm-up
     load_before = os.getloadavg()
     t0 = time.perf_counter()
