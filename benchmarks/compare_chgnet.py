@@ -545,6 +545,11 @@ def timing_child(args) -> None:
     torch.set_num_threads(args.threads)
     atoms = srtio3_supercell(n, seed=args.seed)
     row: dict[str, Any] = {"model": kind, "requested": n, "atoms": len(atoms)}
+    # GNNCalculator keeps freed buffers in the C allocator (process-wide); the same
+    # setting for CHGNet's processes, so that both are timed with the same allocator
+    from crystalgnn_plugins.calculators import reuse_host_memory
+
+    row["host_memory_reused"] = reuse_host_memory()
     try:
         if kind == "ours":
             from crystalgnn_plugins.calculators import GNNCalculator

@@ -9,6 +9,7 @@ import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from crystalgnn_plugins.calculators.host_memory import reuse_host_memory
 from crystalgnn_plugins.models.base import CrystalModel
 from crystalgnn_plugins.models.energy import EnergyModel
 
@@ -23,6 +24,9 @@ class GNNCalculator(Calculator):
             a shipped model (``None``: the shipped default).
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
         dtype: ``torch.float32`` or ``torch.float64`` (default: the model's own).
+        reuse_memory: on CPU, let the C allocator keep freed buffers for the next
+            call (process-wide, see :func:`reuse_host_memory`): large cells then cost
+            the same per atom as small ones, and the resident memory stays at its peak.
 
     Structures with elements the model does not know raise
     :class:`~crystalgnn_plugins.models.UnknownElementError`. An atom with no
@@ -39,6 +43,7 @@ class GNNCalculator(Calculator):
         *,
         device: str | torch.device | None = None,
         dtype: torch.dtype | None = None,
+        reuse_memory: bool = True,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -47,6 +52,8 @@ class GNNCalculator(Calculator):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if reuse_memory and self.device.type == "cpu":
+            reuse_host_memory()
         self.model = resolve_model(model, device=self.device, dtype=dtype)
         if not isinstance(self.model, EnergyModel):
             raise TypeError(

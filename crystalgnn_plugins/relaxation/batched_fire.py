@@ -155,6 +155,7 @@ class BatchedFIRE:
         batch_size: int = 64,
         trajectory: bool = False,
         on_error: str = "raise",
+        reuse_memory: bool = True,
         dt: float = 0.1,
         maxstep: float = 0.2,
         dtmax: float = 1.0,
@@ -181,6 +182,10 @@ class BatchedFIRE:
         self.astart, self.fa = float(astart), float(fa)
         param = next(model.parameters())
         self.device, self.model_dtype = param.device, param.dtype
+        if reuse_memory and self.device.type == "cpu":
+            from crystalgnn_plugins.calculators.host_memory import reuse_host_memory
+
+            reuse_host_memory()
         import vesin
 
         self._vesin = vesin.NeighborList(cutoff=float(model.cutoff), full_list=True)
