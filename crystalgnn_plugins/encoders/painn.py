@@ -35,11 +35,26 @@ _MIN_D2 = 1e-12
 _MAX_PADDING = 2.0
 
 
+class _ScatterSum(torch.autograd.Function):
+    """``out[n] = sum_{e: index[e] = n} x[e]``: ``index_add`` forward (about twice as
+    fast on CPU as ``index_put`` with accumulation) that keeps only ``index`` for the
+    backward pass (autograd's ``index_add`` also keeps ``x``: one more per-edge tensor
+    per sum). The backward is a gather, itself differentiable (forces in the loss)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        return x.new_zeros((num, *x.shape[1:])).index_add_(0, index, x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (index,) = ctx.saved_tensors
+        return grad.index_select(0, index), None, None
+
+
 def _scatter_sum(x: torch.Tensor, index: torch.Tensor, num: int) -> torch.Tensor:
-    """``out[n] = sum_{e: index[e] = n} x[e]``. ``index_put`` with accumulation keeps
-    only ``index`` for the backward pass (``index_add`` also keeps ``x``: one more
-    per-edge tensor per sum; about a quarter of the encoder's autograd memory)."""
-    return x.new_zeros((num, *x.shape[1:])).index_put((index,), x, accumulate=True)
+    """``out[n] = sum_{e: index[e] = n} x[e]`` (see :class:`_ScatterSum`)."""
+    return _ScatterSum.apply(x, index, num)
 
 
 class SineBasis(nn.Module):

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from ase.units import GPa
 from torch.nn import functional as F
@@ -67,34 +66,22 @@ class RepulsionTerm:
 def _graph(model, probs, frac, lattice, ctx: GuidanceContext, soft: bool):
     """A batched crystal graph of the predicted crystals whose positions, cell
     (and, with ``soft``, species) carry gradients to ``frac``/``lattice``/``probs``."""
-    from ase import Atoms
-
     from crystalgnn_plugins.graph import CrystalGraph
 
-    z_vocab = ctx.atomic_numbers
-    species = probs.argmax(-1).cpu()
-    counts = ctx.num_atoms.cpu().tolist()
-    frac_np = frac.detach().cpu().double().numpy()
-    lat_np = lattice.detach().cpu().double().numpy()
-    graphs, start = [], 0
-    for b, n in enumerate(counts):
-        atoms = Atoms(
-            numbers=z_vocab[species[start : start + n]].numpy(),
-            scaled_positions=np.mod(frac_np[start : start + n], 1.0),
-            cell=lat_np[b],
-            pbc=True,
-        )
-        graphs.append(CrystalGraph.from_atoms(atoms, model.cutoff, model.max_neighbors, dtype=frac.dtype))
-        start += n
-    graph = CrystalGraph.collate(graphs).to(device=frac.device)
-    batch = graph.batch
-    # wrapped positions as in the graph, but differentiable in frac and lattice
+    z_vocab = ctx.atomic_numbers.to(probs.device)
+    num_atoms = ctx.num_atoms.to(probs.device)
+    batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=probs.device), num_atoms)
+    # wrapped positions, differentiable in frac and lattice
     shift = torch.floor(frac.detach())
     positions = torch.einsum("na,nab->nb", frac - shift, lattice[batch])
-    graph.positions, graph.cell = positions, lattice
+    pbc = torch.ones((len(num_atoms), 3), dtype=torch.bool)
+    graph = CrystalGraph.from_batch(
+        z_vocab[probs.argmax(-1)], positions, lattice, pbc, num_atoms.tolist(), model.cutoff, model.max_neighbors,
+        ids=[f"sample {k}" for k in range(len(num_atoms))],
+    )
     if soft:
         weights = probs.new_zeros(probs.shape[0], 119)
-        weights[:, z_vocab.to(probs.device)] = probs
+        weights[:, z_vocab] = probs
         graph.species_weights = weights
     return graph
 

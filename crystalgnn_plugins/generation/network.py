@@ -231,11 +231,17 @@ class PeriodicActionNetwork(nn.Module):
             offsets = _image_offsets(lattice, self.image_cutoff)
             dn = d.unsqueeze(1) + offsets  # (E, M, 3) every image of j near i
             rn = torch.einsum("ema,eab->emb", dn, lattice[edge_batch])
-            dist_n = torch.sqrt((rn**2).sum(-1) + 1e-12)
-            envelope = 0.5 * (torch.cos(math.pi * dist_n.clamp_max(self.image_cutoff) / self.image_cutoff) + 1)
-            phi = self.image_basis(dist_n) * envelope.unsqueeze(-1)  # (E, M, R)
-            edge_parts.append(phi.sum(1))
-            image_dirs = torch.einsum("emr,ema->era", phi, dn)  # (E, R, 3) fractional
+            d2 = (rn * rn).sum(-1)
+            # the envelope vanishes (with its slope) at the cutoff: only the few images
+            # inside it contribute, so the basis is evaluated for those alone
+            e_near, m_near = torch.nonzero(d2 < self.image_cutoff**2, as_tuple=True)
+            dist_n = torch.sqrt(d2[e_near, m_near] + 1e-12)  # (P,)
+            envelope = 0.5 * (torch.cos(math.pi * dist_n / self.image_cutoff) + 1)
+            phi = self.image_basis(dist_n) * envelope.unsqueeze(-1)  # (P, R)
+            num_edges = d.shape[0]
+            edge_parts.append(phi.new_zeros(num_edges, self.image_rbf).index_add(0, e_near, phi))
+            per_image = phi.unsqueeze(-1) * dn[e_near, m_near].unsqueeze(1)  # (P, R, 3) fractional
+            image_dirs = per_image.new_zeros(num_edges, self.image_rbf, 3).index_add(0, e_near, per_image)
         edge_attr = torch.cat(edge_parts, -1)
 
         h = self.species_in(species) + g[batch]

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from crystalgnn_plugins.graph.neighbors import neighbor_list
+from crystalgnn_plugins.graph.neighbors import batched_neighbor_lists, neighbor_list
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase import Atoms
@@ -25,7 +25,14 @@ MIN_DISTANCE = 1e-4
 
 
 class GraphError(ValueError):
-    """A structure cannot be turned into a crystal graph (names the structure)."""
+    """A structure cannot be turned into a crystal graph (names the structure).
+
+    ``failures`` maps the batch rows that failed to their reasons when a batch of
+    structures was built at once (:meth:`CrystalGraph.from_batch`), else is empty."""
+
+    def __init__(self, message: str, failures: dict[int, str] | None = None):
+        super().__init__(message)
+        self.failures = dict(failures or {})
 
 
 @dataclass
@@ -111,6 +118,62 @@ class CrystalGraph:
             cutoff=float(cutoff),
             max_neighbors=max_neighbors,
             ids=[sid],
+        )
+
+    @classmethod
+    def from_batch(
+        cls,
+        atomic_numbers: torch.Tensor,
+        positions: torch.Tensor,
+        cell: torch.Tensor,
+        pbc: torch.Tensor,
+        num_atoms: Sequence[int],
+        cutoff: float,
+        max_neighbors: int | None = None,
+        *,
+        ids: Sequence[str] | None = None,
+    ) -> CrystalGraph:
+        """Graph of many structures stored one after another, without ``Atoms``:
+        ``positions`` ``(N, 3)`` Å and ``cell`` ``(B, 3, 3)`` are used as given (so
+        gradients flow to them), ``pbc`` ``(B, 3)``. Raises :class:`GraphError`
+        (with ``failures``, batch row -> reason) if atoms of some structures overlap."""
+        counts = [int(n) for n in num_atoms]
+        pbc_np = pbc.detach().cpu().numpy().astype(bool).reshape(len(counts), 3)
+        lists = batched_neighbor_lists(
+            positions.detach().cpu().double().numpy(), cell.detach().cpu().double().numpy(),
+            pbc_np, counts, cutoff, max_neighbors,
+        )
+        failures: dict[int, str] = {}
+        centers, neighbors, start = [], [], 0
+        for k, (n, nl) in enumerate(zip(counts, lists, strict=True)):
+            if len(nl.distances) and nl.distances.min() < MIN_DISTANCE:
+                m = int(nl.distances.argmin())
+                failures[k] = f"atoms {nl.centers[m]} and {nl.neighbors[m]} overlap (distance {nl.distances[m]:.2e} Å)"
+            centers.append(nl.centers + start)
+            neighbors.append(nl.neighbors + start)
+            start += n
+        ids = [str(i) for i in ids] if ids is not None else [str(k) for k in range(len(counts))]
+        if failures:
+            first = next(iter(failures))
+            raise GraphError(
+                f"structure {ids[first]!r}: {failures[first]}"
+                + (f" (and {len(failures) - 1} more structures)" if len(failures) > 1 else ""),
+                {k: v for k, v in failures.items()},
+            )
+        device = positions.device
+        count_t = torch.tensor(counts, device=device)
+        return cls(
+            atomic_numbers=atomic_numbers.to(device),
+            positions=positions,
+            cell=cell,
+            pbc=torch.as_tensor(pbc_np, device=device),
+            edge_index=torch.as_tensor(np.stack([np.concatenate(centers), np.concatenate(neighbors)]), device=device),
+            offsets=torch.as_tensor(np.concatenate([nl.offsets for nl in lists]), dtype=positions.dtype, device=device),
+            batch=torch.repeat_interleave(torch.arange(len(counts), device=device), count_t),
+            num_atoms=count_t,
+            cutoff=float(cutoff),
+            max_neighbors=max_neighbors,
+            ids=ids,
         )
 
     @classmethod

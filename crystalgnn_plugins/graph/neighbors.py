@@ -41,13 +41,39 @@ def neighbor_list(
     """
     import vesin
 
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    return _compute(calculator, positions, cell, pbc, max_neighbors)
+
+
+def batched_neighbor_lists(
+    positions: np.ndarray,
+    cells: np.ndarray,
+    pbc: np.ndarray,
+    counts: list[int],
+    cutoff: float,
+    max_neighbors: int | None = None,
+) -> list[NeighborList]:
+    """:func:`neighbor_list` of many structures stored one after another:
+    ``positions`` ``(N, 3)`` Å, ``cells`` ``(B, 3, 3)``, ``pbc`` ``(B, 3)``, ``counts``
+    atoms per structure. Indices are local to each structure."""
+    import vesin
+
+    calculator = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
+    pbc = np.broadcast_to(np.asarray(pbc, dtype=bool), (len(counts), 3))
+    out, start = [], 0
+    for k, n in enumerate(counts):
+        out.append(_compute(calculator, positions[start : start + n], cells[k], pbc[k], max_neighbors))
+        start += n
+    return out
+
+
+def _compute(calculator, positions, cell, pbc, max_neighbors: int | None) -> NeighborList:
     positions = np.ascontiguousarray(positions, dtype=np.float64)
     pbc_arr = np.broadcast_to(np.asarray(pbc, dtype=bool), (3,))
     cell = np.asarray(cell, dtype=np.float64).reshape(3, 3)
     if not pbc_arr.any():
         cell = np.zeros((3, 3))
-    calc = vesin.NeighborList(cutoff=float(cutoff), full_list=True)
-    i, j, shifts, d = calc.compute(positions, cell, [bool(p) for p in pbc_arr], quantities="ijSd")
+    i, j, shifts, d = calculator.compute(positions, cell, [bool(p) for p in pbc_arr], quantities="ijSd")
     i = i.astype(np.int64)
     j = j.astype(np.int64)
     shifts = shifts.astype(np.int64)

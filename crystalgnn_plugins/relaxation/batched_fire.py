@@ -34,9 +34,7 @@ import torch
 from ase.stress import full_3x3_to_voigt_6_stress
 from ase.units import GPa
 
-from crystalgnn_plugins.graph import CrystalGraph
-from crystalgnn_plugins.graph.crystal_graph import MIN_DISTANCE
-from crystalgnn_plugins.graph.neighbors import neighbor_list
+from crystalgnn_plugins.graph import CrystalGraph, GraphError
 from crystalgnn_plugins.models.energy import EnergyModel
 from crystalgnn_plugins.relaxation._outcome import Outcome, failed
 
@@ -186,9 +184,6 @@ class BatchedFIRE:
             from crystalgnn_plugins.calculators.host_memory import reuse_host_memory
 
             reuse_host_memory()
-        import vesin
-
-        self._vesin = vesin.NeighborList(cutoff=float(model.cutoff), full_list=True)
         #: wall time (s) spent per phase in the last :meth:`run`
         self.timings: dict[str, float] = {}
 
@@ -232,51 +227,16 @@ class BatchedFIRE:
         return torch.zeros(b.size, dtype=values.dtype, device=values.device).index_add_(0, b.batch, values)
 
     # ------------------------------------------------------------ graph
-    def _neighbors(self, pos: np.ndarray, cell: np.ndarray, pbc: np.ndarray):
-        """``(i, j, S, d)`` of one structure. Without a neighbour cap the edges are
-        used in vesin's order (no sort: the energy does not depend on it)."""
-        model = self.model
-        if model.max_neighbors is not None:
-            nl = neighbor_list(pos, cell, pbc, model.cutoff, model.max_neighbors)
-            return nl.centers, nl.neighbors, nl.offsets, nl.distances
-        if not pbc.any():
-            cell = np.zeros((3, 3))
-        i, j, S, d = self._vesin.compute(pos, cell, [bool(p) for p in pbc], quantities="ijSd")
-        return i.astype(np.int64), j.astype(np.int64), S.astype(np.int64), d
-
     def _graph(self, b: _Batch, pos: torch.Tensor, cell: torch.Tensor) -> tuple[CrystalGraph | None, dict[int, str]]:
         """The batched graph at ``pos``/``cell``; or the structures (batch rows) that failed."""
-        model = self.model
-        pos_np = np.ascontiguousarray(pos.detach().cpu().numpy())
-        cell_np = cell.detach().cpu().numpy()
-        centers, neighbors, offsets = [], [], []
-        failures: dict[int, str] = {}
-        start = 0
-        for k, count in enumerate(b.counts):
-            i, j, S, d = self._neighbors(pos_np[start:start + count], cell_np[k], b.pbc_np[k])
-            if len(d) and d.min() < MIN_DISTANCE:
-                m = int(d.argmin())
-                failures[k] = f"atoms {i[m]} and {j[m]} overlap (distance {d[m]:.2e} Å)"
-            centers.append(i + start)
-            neighbors.append(j + start)
-            offsets.append(S)
-            start += count
-        if failures:
-            return None, failures
-        dev, dt = self.device, self.model_dtype
-        graph = CrystalGraph(
-            atomic_numbers=b.numbers,
-            positions=pos.to(dt),
-            cell=cell.to(dt),
-            pbc=b.pbc,
-            edge_index=torch.as_tensor(np.stack([np.concatenate(centers), np.concatenate(neighbors)]), device=dev),
-            offsets=torch.as_tensor(np.concatenate(offsets), dtype=dt, device=dev),
-            batch=b.batch,
-            num_atoms=torch.tensor(b.counts, device=dev),
-            cutoff=model.cutoff,
-            max_neighbors=model.max_neighbors,
-            ids=[str(i) for i in b.index],
-        )
+        dt = self.model_dtype
+        try:
+            graph = CrystalGraph.from_batch(
+                b.numbers, pos.to(dt), cell.to(dt), b.pbc, b.counts, self.model.cutoff, self.model.max_neighbors,
+                ids=[str(i) for i in b.index],
+            )
+        except GraphError as exc:
+            return None, exc.failures
         return graph, {}
 
     # ------------------------------------------------------------ run

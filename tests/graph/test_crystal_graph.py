@@ -92,3 +92,41 @@ def test_isolated_atom_has_no_edges():
     atoms = Atoms("Cu", cell=np.eye(3) * 20, pbc=True)
     g = CrystalGraph.from_atoms(atoms, 5.0)
     assert g.num_edges == 0
+
+
+def _edge_set(graph):
+    return {
+        (int(i), int(j), *map(int, s))
+        for (i, j), s in zip(graph.edge_index.T.tolist(), graph.offsets.round().long(), strict=True)
+    }
+
+
+def test_from_batch_equals_collated_from_atoms_and_keeps_gradients():
+    frames = [bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1)), bulk("NaCl", "rocksalt", a=5.6), bulk("Si", "diamond", a=5.43)]
+    for k, a in enumerate(frames):
+        a.rattle(0.05, seed=k)
+    ref = CrystalGraph.collate([CrystalGraph.from_atoms(a, 4.0, dtype=torch.float64) for a in frames])
+    positions = torch.tensor(np.concatenate([a.positions for a in frames]), requires_grad=True)
+    cell = torch.tensor(np.stack([a.cell.array for a in frames]), requires_grad=True)
+    numbers = torch.tensor(np.concatenate([a.numbers for a in frames]))
+    graph = CrystalGraph.from_batch(numbers, positions, cell, torch.ones(3, 3, dtype=torch.bool), [len(a) for a in frames], 4.0)
+    assert _edge_set(graph) == _edge_set(ref)
+    assert torch.equal(graph.batch, ref.batch) and graph.num_atoms.tolist() == [2, 2, 2]
+    lengths = graph.edge_vectors().norm(dim=-1)
+    assert torch.allclose(lengths.sort().values, ref.edge_vectors().norm(dim=-1).sort().values)
+    gp, gc = torch.autograd.grad(lengths.sum(), [positions, cell])
+    assert gp.abs().sum() > 0 and gc.abs().sum() > 0
+
+
+def test_from_batch_names_every_structure_with_overlapping_atoms():
+    good, bad = bulk("Cu", "fcc", a=3.6), bulk("Cu", "fcc", a=3.6).repeat((2, 1, 1))
+    bad.positions[1] = bad.positions[0] + 1e-6
+    frames = [good, bad, good.copy(), bad.copy()]
+    with pytest.raises(GraphError, match=r"structure 'b': atoms 0 and 1 overlap .*\(and 1 more structures\)") as err:
+        CrystalGraph.from_batch(
+            torch.tensor(np.concatenate([a.numbers for a in frames])),
+            torch.tensor(np.concatenate([a.positions for a in frames])),
+            torch.tensor(np.stack([a.cell.array for a in frames])),
+            torch.ones(4, 3, dtype=torch.bool), [len(a) for a in frames], 3.0, ids=["a", "b", "c", "d"],
+        )
+    assert sorted(err.value.failures) == [1, 3]
