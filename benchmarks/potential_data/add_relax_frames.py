@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Add teacher-labelled frames where the *student* relaxes to (active learning).
+
+The relaxation benchmark (``benchmarks/compare_chgnet.py --sections relax``) asks that
+our relaxed structures match CHGNet's. The frames of ``make_dataset.py`` sit around
+the parents (rattles, strains, MD); a relaxation can leave that region and end in a
+minimum of the student that the teacher does not have. This script finds those
+places and labels them:
+
+for every training-split parent of the chosen sources (read from the database's
+``kind=parent`` rows; validation and test parents are never touched), the parent is
+rattled by 0.1 Å (seeded per parent, as in the benchmark), relaxed with the given
+model (batched FIRE + Fréchet cell filter, ``--fmax``, ``--steps``), and the teacher
+labels the model's relaxed structure (``kind=student_relaxed``) and, with
+``--midpoints``, the midpoint of the start and end (positions and cell,
+``kind=student_path``). Rows carry the parent's ``parent_id``, ``source`` and
+``split`` and ``student`` (the model's name), and are written per chunk in one
+transaction; ``--resume`` skips parents that already have such frames.
+
+Usage::
+
+    python benchmarks/potential_data/add_relax_frames.py --db DIR/frames.db --model default \\
+        --sources perov5 [--max-parents N] [--midpoints] [--resume]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import numpy as np  # noqa: E402
+import pd_structures as S  # noqa: E402
+from make_dataset import TEACHER_NAME, _bad_label, log, write_rows  # noqa: E402
+
+KINDS = ("student_relaxed", "student_path")
+RATTLE = 0.1  # Å, as in the relaxation benchmark
+
+
+def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: int | None) -> list:
+    """``(row id, parent_id, source, Atoms)`` of the training parents still to do."""
+    from ase.db import connect
+
+    done: set[str] = set()
+    if resume:
+        con = sqlite3.connect(db_path, timeout=60)
+        try:
+            cur = con.execute(
+                "SELECT DISTINCT p.value FROM text_key_values p JOIN text_key_values k ON p.id = k.id "
+                "WHERE p.key = 'parent_id' AND k.key = 'kind' AND k.value IN (?, ?)", KINDS,
+            )
+            done = {r[0] for r in cur}
+        finally:
+            con.close()
+    db = connect(db_path)
+    out = []
+    for source in sources:
+        rows = sorted(db.select(kind="parent", split="train", source=source), key=lambda r: S.order_key(r.parent_id))
+        out += [(r.id, r.parent_id, source, r.toatoms()) for r in rows[:max_parents] if r.parent_id not in done]
+    return out
+
+
+def rattled(atoms, parent_id: str, seed: int):
+    rng = S.parent_rng(seed, parent_id, "student_relax")
+    start = S._plain(atoms)
+    start.positions += rng.normal(scale=RATTLE, size=start.positions.shape)
+    return start
+
+
+def midpoint(a, b):
+    """Half way from ``a`` to ``b``: cell and fractional coordinates (wrapped steps)."""
+    mid = a.copy()
+    d = b.get_scaled_positions(wrap=False) - a.get_scaled_positions(wrap=False)
+    d -= np.round(d)
+    cell = 0.5 * (a.cell.array + b.cell.array)
+    mid.set_cell(cell, scale_atoms=False)
+    mid.set_scaled_positions(a.get_scaled_positions(wrap=False) + 0.5 * d)
+    return mid
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--db", required=True, help="frames.db of make_dataset.py (frames are added to it)")
+    ap.add_argument("--model", default="default", help="student: shipped name or saved model directory")
+    ap.add_argument("--sources", default="perov5", help="comma separated, e.g. perov5,prototype")
+    ap.add_argument("--max-parents", type=int, default=None, help="per source")
+    ap.add_argument("--midpoints", action="store_true", help="also label the start-end midpoints")
+    ap.add_argument("--fmax", type=float, default=0.05)
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--chunk-size", type=int, default=256, help="parents relaxed and written together")
+    ap.add_argument("--max-force", type=float, default=50.0, help="eV/Å; frames beyond are skipped")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+
+    import torch
+    from ase.db import connect
+
+    import pd_teacher as T
+    from crystalgnn_plugins.models.pretrained import resolve_model
+    from crystalgnn_plugins.relaxation import relax
+
+    torch.set_num_threads(args.threads)
+    db_path = Path(args.db)
+    todo = parents_to_do(db_path, [s.strip() for s in args.sources.split(",") if s.strip()], args.resume,
+                         args.max_parents)
+    log(f"{len(todo)} training parents to relax ({args.sources})")
+    student = resolve_model(args.model)
+    teacher = T.Teacher(threads=args.threads)
+    db = connect(db_path)
+    t0, written, skipped = time.perf_counter(), 0, 0
+    for lo in range(0, len(todo), args.chunk_size):
+        chunk = todo[lo : lo + args.chunk_size]
+        starts = [rattled(atoms, pid, args.seed) for _, pid, _, atoms in chunk]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = relax(starts, student, fmax=args.fmax, steps=args.steps, batched=True, on_error="skip")
+        frames = []  # (parent_id, source, kind, atoms, info)
+        for (_, pid, source, _), start, res in zip(chunk, starts, results, strict=True):
+            if res.error is not None:
+                skipped += 1
+                continue
+            end = S._plain(res.structure)  # Atoms in, Atoms out
+            info = {"student_converged": int(bool(res.converged)), "student_steps": int(res.steps)}
+            candidates = [("student_relaxed", end)] + ([("student_path", midpoint(start, end))] if args.midpoints else [])
+            for kind, atoms in candidates:
+                if S.too_close(atoms):
+                    skipped += 1
+                    continue
+                frames.append((pid, source, kind, atoms, info))
+        labels = teacher.label([f[3] for f in frames])
+        rows, number = [], {}
+        for (pid, source, kind, atoms, info), lab in zip(frames, labels, strict=True):
+            if _bad_label(lab, len(atoms), args.max_force):
+                skipped += 1
+                continue
+            number[pid] = number.get(pid, 0) + 1
+            kvp = {"parent_id": pid, "source": source, "kind": kind, "split": "train", "teacher": TEACHER_NAME,
+                   "frame": 1000 + number[pid], "student": str(args.model), **info}
+            rows.append({"atoms": atoms, "labels": lab, "kvp": kvp})
+        write_rows(db, rows)
+        written += len(rows)
+        done = lo + len(chunk)
+        rate = done / (time.perf_counter() - t0)
+        log(f"{done}/{len(todo)} parents, {written} frames written, {skipped} skipped "
+            f"({rate:.2f} parents/s, {(len(todo) - done) / rate / 60:.0f} min left)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
