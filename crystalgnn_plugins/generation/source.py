@@ -85,8 +85,7 @@ class CrystalStructureSource:
         relax_kwargs: options of :func:`crystalgnn_plugins.relaxation.relax` for
             ``relax=True`` (default fmax 0.05 eV/Å, 500 steps, cell relaxed, at the
             pressure of the sample's condition: ``CrystalFlow.condition_pressures``).
-        device: ``"cpu"`` or ``"cuda"``. On CPU the C allocator keeps freed buffers
-            for reuse (:func:`~crystalgnn_plugins.calculators.reuse_host_memory`).
+        device: ``"cpu"`` or ``"cuda"``.
     """
 
     def __init__(
@@ -107,10 +106,6 @@ class CrystalStructureSource:
     ):
         self.flow = resolve_generator(model, device=device).eval()
         self.device = torch.device(device)
-        if self.device.type == "cpu":
-            from crystalgnn_plugins.calculators.host_memory import reuse_host_memory
-
-            reuse_host_memory()
         self._energy_model_arg = energy_model
         self._energy_model = None
         self.physics = physics
