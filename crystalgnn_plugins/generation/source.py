@@ -60,6 +60,19 @@ def _is_valid(structure, min_distance: float = 0.5) -> bool:
     return bool(dm.min() > min_distance) and min(structure.lattice.abc) > min_distance
 
 
+def _atom_chunks(counts: torch.Tensor, max_atoms: int) -> list[tuple[int, int]]:
+    """Consecutive crystal ranges ``[a, b)`` of at most ``max_atoms`` atoms each
+    (a crystal larger than that forms its own range)."""
+    chunks, a, total = [], 0, 0
+    for k, c in enumerate(counts.tolist()):
+        if k > a and total + c > max_atoms:
+            chunks.append((a, k))
+            a, total = k, 0
+        total += c
+    chunks.append((a, len(counts)))
+    return chunks
+
+
 class CrystalStructureSource:
     """Generated crystals on request, as pymatgen ``Structure``s.
 
@@ -81,7 +94,12 @@ class CrystalStructureSource:
             would expand cells whose atoms are still too close (carbon_24: median
             density 2.75 against 3.22 g/cm³ with it, 3.20 without).
         steps: integration steps of the flow.
-        batch_size: crystals sampled at once.
+        batch_size: crystals planned at once (atom counts, compositions).
+        max_batch_atoms: at most this many atoms are integrated together (a planned
+            batch is cut into consecutive chunks; a larger single crystal goes alone):
+            the network sees every atom pair of a crystal, so memory grows with the
+            atoms per batch (carbon_24 with guidance: ~0.4 GB per 1,000 atoms), and
+            batches of a few thousand atoms are also the fastest on a CPU.
         relax_kwargs: options of :func:`crystalgnn_plugins.relaxation.relax` for
             ``relax=True`` (default fmax 0.05 eV/Å, 500 steps, cell relaxed, at the
             pressure of the sample's condition: ``CrystalFlow.condition_pressures``).
@@ -101,6 +119,7 @@ class CrystalStructureSource:
         steps: int = 50,
         coord_speedup: float = 0.0,
         batch_size: int = 1000,
+        max_batch_atoms: int = 2000,
         relax_kwargs: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
     ):
@@ -112,7 +131,9 @@ class CrystalStructureSource:
         self.repulsion_weight, self.guide_lattice = repulsion_weight, guide_lattice
         self.energy_weights = self._energy_weights(energy_weight)
         self.guidance_start, self.steps, self.coord_speedup = guidance_start, steps, coord_speedup
-        self.batch_size = batch_size
+        if max_batch_atoms < 1:
+            raise ValueError(f"max_batch_atoms must be at least 1, got {max_batch_atoms}")
+        self.batch_size, self.max_batch_atoms = batch_size, int(max_batch_atoms)
         self.relax_kwargs = dict(relax_kwargs or {})
 
     # pymatgen.ext clients are context managers
@@ -282,14 +303,16 @@ class CrystalStructureSource:
             for lo in range(0, need, self.batch_size):
                 m = min(self.batch_size, need - lo)
                 counts, species, allowed, cond = self._plan(m, composition, chemsys, num_atoms, condition, rng)
-                raw = sample_flow(
-                    self.flow, counts, cond, species=species, allowed=allowed, steps=self.steps,
-                    guidance=terms, guidance_start=self.guidance_start, coord_speedup=self.coord_speedup,
-                    generator=gen,
-                )
-                out.extend(self._to_structures(
-                    raw, cond, seed, composition, chemsys, [type(t).__name__ for t in terms], valid_only
-                ))
+                for a, b in _atom_chunks(counts, self.max_batch_atoms):
+                    first, last = int(counts[:a].sum()), int(counts[:b].sum())
+                    raw = sample_flow(
+                        self.flow, counts[a:b], cond[a:b], species=None if species is None else species[first:last],
+                        allowed=None if allowed is None else allowed[a:b], steps=self.steps, guidance=terms,
+                        guidance_start=self.guidance_start, coord_speedup=self.coord_speedup, generator=gen,
+                    )
+                    out.extend(self._to_structures(
+                        raw, cond[a:b], seed, composition, chemsys, [type(t).__name__ for t in terms], valid_only
+                    ))
         if len(out) < n:
             warnings.warn(f"only {len(out)} of {n} samples were valid after {rounds} rounds", stacklevel=2)
         out = out[:n]

@@ -97,6 +97,25 @@ def test_same_seed_same_structures(source, model_dir, tiny_energy_model):
     assert not same_structures(a, d)
 
 
+def test_atom_budget_chunks_keep_compositions_and_chemsys(model_dir, tiny_energy_model, monkeypatch):
+    import crystalgnn_plugins.generation.sampling as sampling
+
+    sizes = []
+    real = sampling.sample_flow
+    monkeypatch.setattr(sampling, "sample_flow", lambda flow, counts, *a, **k: sizes.append(int(counts.sum())) or real(flow, counts, *a, **k))
+    small = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=8, max_batch_atoms=12)
+    out = small.get_structures(5, composition="SrTiO3", condition="perov", seed=0)
+    assert sizes == [10, 10, 5]  # 5-atom crystals, at most 12 atoms per integration
+    assert [s.composition.reduced_formula for s in out] == ["SrTiO3"] * 5
+    out = small.get_structures(4, chemsys="Ba-Ti-O", condition="perov", seed=1)
+    assert all({el.symbol for el in s.composition.elements} <= {"Ba", "Ti", "O"} for s in out)
+    sizes.clear()
+    small.get_structures(2, num_atoms=8, condition="carbon", seed=0, valid_only=False)
+    assert sizes == [8, 8]  # a crystal alone may exceed the budget
+    with pytest.raises(ValueError, match="max_batch_atoms"):
+        CrystalStructureSource(model_dir, energy_model=tiny_energy_model, max_batch_atoms=0)
+
+
 def test_without_physics_and_with_a_target(model_dir):
     import torch
 
