@@ -24,6 +24,15 @@ if TYPE_CHECKING:  # pragma: no cover
 MIN_DISTANCE = 1e-4
 
 
+def _overlap(nl) -> str | None:
+    """Why a neighbour list's structure cannot be a graph (atoms closer than
+    ``MIN_DISTANCE``), or ``None``."""
+    if len(nl.distances) and nl.distances.min() < MIN_DISTANCE:
+        k = int(nl.distances.argmin())
+        return f"atoms {nl.centers[k]} and {nl.neighbors[k]} overlap (distance {nl.distances[k]:.2e} Å)"
+    return None
+
+
 class GraphError(ValueError):
     """A structure cannot be turned into a crystal graph (names the structure).
 
@@ -100,12 +109,9 @@ class CrystalGraph:
             ):
                 raise GraphError(f"structure {sid!r}: periodic cell is degenerate: {cell.tolist()}")
         nl = neighbor_list(positions, cell, pbc, cutoff, max_neighbors)
-        if len(nl.distances) and nl.distances.min() < MIN_DISTANCE:
-            k = int(nl.distances.argmin())
-            raise GraphError(
-                f"structure {sid!r}: atoms {nl.centers[k]} and {nl.neighbors[k]} overlap "
-                f"(distance {nl.distances[k]:.2e} Å)"
-            )
+        overlap = _overlap(nl)
+        if overlap:
+            raise GraphError(f"structure {sid!r}: {overlap}")
         return cls(
             atomic_numbers=torch.from_numpy(numbers),
             positions=torch.tensor(positions, dtype=dtype),
@@ -146,9 +152,9 @@ class CrystalGraph:
         failures: dict[int, str] = {}
         centers, neighbors, start = [], [], 0
         for k, (n, nl) in enumerate(zip(counts, lists, strict=True)):
-            if len(nl.distances) and nl.distances.min() < MIN_DISTANCE:
-                m = int(nl.distances.argmin())
-                failures[k] = f"atoms {nl.centers[m]} and {nl.neighbors[m]} overlap (distance {nl.distances[m]:.2e} Å)"
+            overlap = _overlap(nl)
+            if overlap:
+                failures[k] = overlap
             centers.append(nl.centers + start)
             neighbors.append(nl.neighbors + start)
             start += n
@@ -158,7 +164,7 @@ class CrystalGraph:
             raise GraphError(
                 f"structure {ids[first]!r}: {failures[first]}"
                 + (f" (and {len(failures) - 1} more structures)" if len(failures) > 1 else ""),
-                {k: v for k, v in failures.items()},
+                failures,
             )
         device = positions.device
         count_t = torch.tensor(counts, device=device)
