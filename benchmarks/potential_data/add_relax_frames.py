@@ -14,8 +14,10 @@ model (batched FIRE + Fréchet cell filter, ``--fmax``, ``--steps``), and the te
 labels the model's relaxed structure (``kind=student_relaxed``) and, with
 ``--midpoints``, the midpoint of the start and end (positions and cell,
 ``kind=student_path``). Rows carry the parent's ``parent_id``, ``source`` and
-``split`` and ``student`` (the model's name), and are written per chunk in one
-transaction; ``--resume`` skips parents that already have such frames.
+``split``, ``student`` (the model's name) and ``al_round`` (``--round``: a later round
+relaxes every parent again, with a new rattle, using a newer student), and are written per
+chunk in one transaction; ``--resume`` skips parents that already have such frames in
+this round.
 
 Usage::
 
@@ -26,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 import warnings
@@ -44,22 +45,17 @@ KINDS = ("student_relaxed", "student_path")
 RATTLE = 0.1  # Å, as in the relaxation benchmark
 
 
-def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: int | None) -> list:
-    """``(row id, parent_id, source, Atoms)`` of the training parents still to do."""
+def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: int | None,
+                  round_: int = 1) -> list:
+    """``(row id, parent_id, source, Atoms)`` of the training parents still to do in
+    this active-learning round (rows without ``al_round`` belong to round 1)."""
     from ase.db import connect
 
+    db = connect(db_path)
     done: set[str] = set()
     if resume:
-        con = sqlite3.connect(db_path, timeout=60)
-        try:
-            cur = con.execute(
-                "SELECT DISTINCT p.value FROM text_key_values p JOIN text_key_values k ON p.id = k.id "
-                "WHERE p.key = 'parent_id' AND k.key = 'kind' AND k.value IN (?, ?)", KINDS,
-            )
-            done = {r[0] for r in cur}
-        finally:
-            con.close()
-    db = connect(db_path)
+        for kind in KINDS:
+            done |= {r.parent_id for r in db.select(kind=kind) if int(r.get("al_round", 1)) == round_}
     out = []
     for source in sources:
         rows = sorted(db.select(kind="parent", split="train", source=source), key=lambda r: S.order_key(r.parent_id))
@@ -98,6 +94,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-force", type=float, default=50.0, help="eV/Å; frames beyond are skipped")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--round", type=int, default=1, help="active-learning round (a new round relaxes every parent again)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
 
@@ -111,7 +108,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     db_path = Path(args.db)
     todo = parents_to_do(db_path, [s.strip() for s in args.sources.split(",") if s.strip()], args.resume,
-                         args.max_parents)
+                         args.max_parents, args.round)
     log(f"{len(todo)} training parents to relax ({args.sources})")
     student = resolve_model(args.model)
     teacher = T.Teacher(threads=args.threads)
@@ -119,7 +116,7 @@ def main(argv=None) -> int:
     t0, written, skipped = time.perf_counter(), 0, 0
     for lo in range(0, len(todo), args.chunk_size):
         chunk = todo[lo : lo + args.chunk_size]
-        starts = [rattled(atoms, pid, args.seed) for _, pid, _, atoms in chunk]
+        starts = [rattled(atoms, pid, args.seed + 1000 * (args.round - 1)) for _, pid, _, atoms in chunk]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = relax(starts, student, fmax=args.fmax, steps=args.steps, batched=True, on_error="skip")
@@ -144,7 +141,8 @@ def main(argv=None) -> int:
                 continue
             number[pid] = number.get(pid, 0) + 1
             kvp = {"parent_id": pid, "source": source, "kind": kind, "split": "train", "teacher": TEACHER_NAME,
-                   "frame": 1000 + number[pid], "student": str(args.model), **info}
+                   "frame": 1000 * args.round + number[pid], "student": str(args.model),
+                   "al_round": int(args.round), **info}
             rows.append({"atoms": atoms, "labels": lab, "kvp": kvp})
         write_rows(db, rows)
         written += len(rows)

@@ -39,6 +39,7 @@ def test_only_training_parents_and_resume_counts_the_done_ones(tmp_path):
     again = A.parents_to_do(path, ["perov5"], resume=True, max_parents=2)
     assert [t[1] for t in again] == [first_two[1][1]]  # the same two parents, one of them done
     assert len(A.parents_to_do(path, ["perov5"], resume=False, max_parents=2)) == 2
+    assert len(A.parents_to_do(path, ["perov5"], resume=True, max_parents=2, round_=2)) == 2  # a new round
 
 
 def test_midpoint_goes_the_short_way_across_the_boundary():
