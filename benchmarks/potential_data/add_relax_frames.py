@@ -47,7 +47,7 @@ RATTLE = 0.1  # Å, as in the relaxation benchmark
 
 def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: int | None,
                   round_: int = 1) -> list:
-    """``(row id, parent_id, source, Atoms)`` of the training parents still to do in
+    """``(parent_id, source, Atoms)`` of the training parents still to do in
     this active-learning round (rows without ``al_round`` belong to round 1)."""
     from ase.db import connect
 
@@ -59,7 +59,7 @@ def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: 
     out = []
     for source in sources:
         rows = sorted(db.select(kind="parent", split="train", source=source), key=lambda r: S.order_key(r.parent_id))
-        out += [(r.id, r.parent_id, source, r.toatoms()) for r in rows[:max_parents] if r.parent_id not in done]
+        out += [(r.parent_id, source, r.toatoms()) for r in rows[:max_parents] if r.parent_id not in done]
     return out
 
 
@@ -98,10 +98,10 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
 
+    import pd_teacher as T
     import torch
     from ase.db import connect
 
-    import pd_teacher as T
     from crystalgnn_plugins.models.pretrained import resolve_model
     from crystalgnn_plugins.relaxation import relax
 
@@ -116,12 +116,12 @@ def main(argv=None) -> int:
     t0, written, skipped = time.perf_counter(), 0, 0
     for lo in range(0, len(todo), args.chunk_size):
         chunk = todo[lo : lo + args.chunk_size]
-        starts = [rattled(atoms, pid, args.seed + 1000 * (args.round - 1)) for _, pid, _, atoms in chunk]
+        starts = [rattled(atoms, pid, args.seed + 1000 * (args.round - 1)) for pid, _, atoms in chunk]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = relax(starts, student, fmax=args.fmax, steps=args.steps, batched=True, on_error="skip")
         frames = []  # (parent_id, source, kind, atoms, info)
-        for (_, pid, source, _), start, res in zip(chunk, starts, results, strict=True):
+        for (pid, source, _), start, res in zip(chunk, starts, results, strict=True):
             if res.error is not None:
                 skipped += 1
                 continue

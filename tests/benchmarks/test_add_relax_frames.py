@@ -32,12 +32,12 @@ def _db(tmp_path):
 def test_only_training_parents_and_resume_counts_the_done_ones(tmp_path):
     path = _db(tmp_path)
     todo = A.parents_to_do(path, ["perov5"], resume=True, max_parents=None)
-    assert sorted(t[1] for t in todo) == [f"perov5:{k}" for k in range(2, 6)]
+    assert sorted(t[0] for t in todo) == [f"perov5:{k}" for k in range(2, 6)]
     first_two = A.parents_to_do(path, ["perov5"], resume=True, max_parents=2)
     assert len(first_two) == 2
-    connect(path).write(first_two[0][3], parent_id=first_two[0][1], source="perov5", kind="student_relaxed", split="train")
+    connect(path).write(first_two[0][2], parent_id=first_two[0][0], source="perov5", kind="student_relaxed", split="train")
     again = A.parents_to_do(path, ["perov5"], resume=True, max_parents=2)
-    assert [t[1] for t in again] == [first_two[1][1]]  # the same two parents, one of them done
+    assert [t[0] for t in again] == [first_two[1][0]]  # the same two parents, one of them done
     assert len(A.parents_to_do(path, ["perov5"], resume=False, max_parents=2)) == 2
     assert len(A.parents_to_do(path, ["perov5"], resume=True, max_parents=2, round_=2)) == 2  # a new round
 
