@@ -31,6 +31,30 @@ def _subsample(records, n: int | None, seed: int):
     return [records[i] for i in sorted(idx)]
 
 
+def _oversample(records, db: str, factors: dict[str, int]) -> list:
+    """Repeat the training frames of some parent sources (``source`` key of the
+    database) ``factor`` times in every epoch, e.g. ``{"element": 2}``."""
+    import ase.db
+
+    if not factors:
+        return records
+    with ase.db.connect(db) as conn:
+        known = {row.get("source") for row in conn.select("split=train", columns=["key_value_pairs"])}
+        unknown = sorted(set(factors) - known)
+        if unknown:
+            raise SystemExit(f"--oversample: no training frames of source {unknown} (sources: {sorted(known)})")
+        repeat = {}
+        for source, factor in factors.items():
+            if factor < 1:
+                raise SystemExit(f"--oversample {source}={factor}: the factor must be a whole number >= 1")
+            repeat.update((f"{db}:id {row.id}", factor) for row in conn.select(f"split=train,source={source}", columns=["id"]))
+    out = []
+    for r in records:
+        out.extend([r] * repeat.get(r.source, 1))
+    print(f"oversampled {factors}: {len(records)} -> {len(out)} training frames per epoch", flush=True)
+    return out
+
+
 def _export(model, train_set, test_set, args) -> None:
     """Rebuild the model of a checkpoint, save it and print its test errors."""
     from pathlib import Path
@@ -71,6 +95,10 @@ def main() -> None:
     ap.add_argument("--huber-delta", type=float, default=0.1, help="in normalised units (energy/force) and GPa (stress)")
     ap.add_argument("--lr-schedule", default="plateau", choices=["plateau", "cosine"])
     ap.add_argument("--max-train", type=int, default=None, help="subsample the training frames (quick trials)")
+    ap.add_argument(
+        "--oversample", type=_option, action="append", default=[], metavar="SOURCE=FACTOR",
+        help="repeat the training frames of a parent source FACTOR times per epoch (e.g. element=2)",
+    )
     ap.add_argument("--max-val", type=int, default=2000)
     ap.add_argument("--max-time", default=None, help="stop after DD:HH:MM:SS (then --resume)")
     ap.add_argument("--seed", type=int, default=0)
@@ -94,6 +122,7 @@ def main() -> None:
     splits = {s: read_ase_db(args.db, selection=f"split={s}", targets=["energy", "forces", "stress"]) for s in ("train", "val", "test")}
     print(f"read {', '.join(f'{k} {len(v)}' for k, v in splits.items())} frames in {time.perf_counter() - t0:.0f} s", flush=True)
     train_set = _subsample(splits["train"], args.max_train, args.seed)
+    train_set = _oversample(train_set, args.db, {k: int(v) for k, v in args.oversample})
     # a frame whose element never occurs in training cannot be predicted: count it, leave it out
     known = {s for r in train_set for s in r.atoms.get_chemical_symbols()}
     seen = {k: [r for r in splits[k] if set(r.atoms.get_chemical_symbols()) <= known] for k in ("val", "test")}
