@@ -122,6 +122,8 @@ def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarra
 def _source(args, **kw) -> CrystalStructureSource:
     if args.energy_weight is not None:
         kw.setdefault("energy_weight", args.energy_weight)
+    if args.guidance_start is not None:
+        kw.setdefault("guidance_start", args.guidance_start)
     return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps,
                                   coord_speedup=args.coord_speedup, **kw)
 
@@ -135,10 +137,13 @@ def _configured(args, config: str) -> tuple[CrystalStructureSource, bool]:
 
 def _tag(args, config: str | None = None) -> str:
     """Sampler settings in cache and report keys, e.g. ``steps50``, ``steps50_speedup5``
-    or, for the physics configuration with ``--energy-weight``, ``steps50_energy0.3``."""
+    or, for the physics configuration with ``--energy-weight``/``--guidance-start``,
+    ``steps50_energy0.3_start0.8``."""
     tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup else "")
-    physics = config is not None and CONFIGS[config].get("physics")
-    return tag + (f"_energy{args.energy_weight:g}" if physics and args.energy_weight is not None else "")
+    if config is not None and CONFIGS[config].get("physics"):
+        tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
+        tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
+    return tag
 
 
 def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
@@ -272,6 +277,8 @@ def main() -> None:
     ap.add_argument("--energy-weight", type=float, default=None,
                     help="weight of the learned-energy guidance of the physics configuration "
                          "(default: CrystalStructureSource's)")
+    ap.add_argument("--guidance-start", type=float, default=None,
+                    help="flow time from which the guidance acts (default: CrystalStructureSource's)")
     ap.add_argument("--coord-speedup", type=float, default=0.0,
                     help="coordinate velocity x (1 + s t) while sampling (inference anti-annealing; 0: plain flow)")
     ap.add_argument("--threads", type=int, default=2)

@@ -210,3 +210,12 @@ def test_fingerprint_chunks_without_any_valid_structure(generator_dataset, tmp_p
     assert struc.shape[0] == comp.shape[0] == 5 and struc.shape[1] > 0 and comp.shape[1] > 0
     assert np.isnan(struc[2:4]).all() and np.isfinite(struc[[0, 1, 4]]).all()
     assert len(list((tmp_path / "fps").glob("chunk_*.npz"))) == 3
+
+
+def test_cache_keys_name_the_physics_settings():
+    from argparse import Namespace
+
+    args = Namespace(steps=50, coord_speedup=0.0, energy_weight=0.3, guidance_start=0.8)
+    assert EG._tag(args, "physics") == "steps50_energy0.3_start0.8"
+    assert EG._tag(args, "plain") == "steps50"  # no guidance: the guidance settings do not matter
+    assert EG._tag(Namespace(steps=50, coord_speedup=5.0, energy_weight=None, guidance_start=None), "physics") == "steps50_speedup5"
