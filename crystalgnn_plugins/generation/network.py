@@ -37,6 +37,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from crystalgnn_plugins.generation.lattice import wrap
 
@@ -112,8 +113,12 @@ class _MessageLayer(nn.Module):
         w = first.weight
         node_i = h @ w[:, :hidden].T
         node_j = h @ w[:, hidden : 2 * hidden].T
-        pre = node_i[i] + node_j[j] + edge_attr @ w[:, 2 * hidden :].T + first.bias
-        m = self.edge[3](self.edge[2](self.edge[1](pre)))
+        # accumulated in one (E, H) buffer: the per-edge tensors dominate the memory traffic
+        pre = torch.addmm(first.bias, edge_attr, w[:, 2 * hidden :].T)
+        pre += node_i[i]
+        pre += node_j[j]
+        inplace = not torch.is_grad_enabled()  # sampling: no activations kept for backward
+        m = F.silu(self.edge[2](F.silu(pre, inplace=inplace)), inplace=inplace)
         agg = _scatter_mean(m, i, h.shape[0])
         return h + self.node(torch.cat([self.norm(h), agg], -1)), m
 
