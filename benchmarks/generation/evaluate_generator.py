@@ -125,7 +125,7 @@ def _source(args, **kw) -> CrystalStructureSource:
     if args.guidance_start is not None:
         kw.setdefault("guidance_start", args.guidance_start)
     return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps,
-                                  coord_speedup=args.coord_speedup, **kw)
+                                  coord_speedup=args.coord_speedup, time_power=args.time_power, **kw)
 
 
 def _configured(args, config: str) -> tuple[CrystalStructureSource, bool]:
@@ -140,6 +140,7 @@ def _tag(args, config: str | None = None) -> str:
     or, for the physics configuration with ``--energy-weight``/``--guidance-start``,
     ``steps50_energy0.3_start0.8``."""
     tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup else "")
+    tag += f"_pow{args.time_power:g}" if getattr(args, "time_power", 1.0) != 1.0 else ""
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
@@ -279,6 +280,8 @@ def main() -> None:
                          "(default: CrystalStructureSource's)")
     ap.add_argument("--guidance-start", type=float, default=None,
                     help="flow time from which the guidance acts (default: CrystalStructureSource's)")
+    ap.add_argument("--time-power", type=float, default=1.0,
+                    help="step times 1 - (1 - k/steps)^p (1: uniform; larger: shorter steps near the data end)")
     ap.add_argument("--coord-speedup", type=float, default=0.0,
                     help="coordinate velocity x (1 + s t) while sampling (inference anti-annealing; 0: plain flow)")
     ap.add_argument("--threads", type=int, default=2)
@@ -340,7 +343,7 @@ def main() -> None:
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
-                                              "target_margin", "threshold", "steps", "coord_speedup", "energy_weight", "seed")})
+                                              "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:

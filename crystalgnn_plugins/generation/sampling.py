@@ -46,6 +46,7 @@ def sample_flow(
     guidance_start: float = 0.5,
     coord_speedup: float = 0.0,
     max_guidance: float = 1.0,
+    time_power: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> SampledCrystals:
     """Euler integration of the flow for a batch of crystals.
@@ -68,6 +69,8 @@ def sample_flow(
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
+    if time_power <= 0:
+        raise ValueError(f"time_power must be positive, got {time_power}")
     device = flow.lattice_mean.device
     dtype = flow.lattice_mean.dtype
     num_atoms = num_atoms.to(device)
@@ -91,10 +94,10 @@ def sample_flow(
         [flow.conditions[c] for c in condition.tolist()],
     )
 
-    dt = 1.0 / steps
+    times = [1.0 - (1.0 - k / steps) ** time_power for k in range(steps + 1)]
     logits = None
     for step in range(steps):
-        t = step * dt
+        t, dt = times[step], times[step + 1] - times[step]
         tt = torch.full((b,), t, device=device, dtype=dtype)
         with torch.no_grad():
             out = flow.velocity(a, frac, log_l, num_atoms, tt, condition, z)
@@ -119,7 +122,7 @@ def sample_flow(
                 inputs = [f_hat, l_hat] + ([p_hat] if not fixed else [])
                 grads = torch.autograd.grad(total, inputs, allow_unused=True)
             grads = [torch.zeros_like(x) if g is None else torch.nan_to_num(g) for x, g in zip(inputs, grads)]
-            # a guided step moves an atom by at most max_guidance/steps (fractional) and
+            # a guided step moves an atom by at most max_guidance * dt (fractional) and
             # the log-lattice by at most as much: an energy model evaluated on a crystal
             # with atoms on top of each other can return huge gradients
             v_f = v_f - _clip_rows(grads[0], max_guidance)

@@ -94,6 +94,11 @@ class CrystalStructureSource:
             would expand cells whose atoms are still too close (carbon_24: median
             density 2.75 against 3.22 g/cm³ with it, 3.20 without).
         steps: integration steps of the flow.
+        guidance_start: flow time (0 prior, 1 data) from which the guidance acts.
+        coord_speedup: coordinate velocity multiplied by ``1 + coord_speedup * t``
+            (inference anti-annealing, FlowMM): sharper sites, needs more steps.
+        time_power: step times ``1 - (1 - k / steps) ** time_power`` (1: uniform;
+            larger: shorter steps near the end, see :func:`~crystalgnn_plugins.generation.sampling.sample_flow`).
         batch_size: crystals planned at once (atom counts, compositions).
         max_batch_atoms: at most this many atoms are integrated together (a planned
             batch is cut into consecutive chunks; a larger single crystal goes alone):
@@ -118,6 +123,7 @@ class CrystalStructureSource:
         guidance_start: float = 0.6,
         steps: int = 50,
         coord_speedup: float = 0.0,
+        time_power: float = 1.0,
         batch_size: int = 1000,
         max_batch_atoms: int = 2000,
         relax_kwargs: dict[str, Any] | None = None,
@@ -131,6 +137,9 @@ class CrystalStructureSource:
         self.repulsion_weight, self.guide_lattice = repulsion_weight, guide_lattice
         self.energy_weights = self._energy_weights(energy_weight)
         self.guidance_start, self.steps, self.coord_speedup = guidance_start, steps, coord_speedup
+        if time_power <= 0:
+            raise ValueError(f"time_power must be positive, got {time_power}")
+        self.time_power = float(time_power)
         if max_batch_atoms < 1:
             raise ValueError(f"max_batch_atoms must be at least 1, got {max_batch_atoms}")
         self.batch_size, self.max_batch_atoms = batch_size, int(max_batch_atoms)
@@ -308,7 +317,8 @@ class CrystalStructureSource:
                     raw = sample_flow(
                         self.flow, counts[a:b], cond[a:b], species=None if species is None else species[first:last],
                         allowed=None if allowed is None else allowed[a:b], steps=self.steps, guidance=terms,
-                        guidance_start=self.guidance_start, coord_speedup=self.coord_speedup, generator=gen,
+                        guidance_start=self.guidance_start, coord_speedup=self.coord_speedup,
+                        time_power=self.time_power, generator=gen,
                     )
                     out.extend(self._to_structures(
                         raw, cond[a:b], seed, composition, chemsys, [type(t).__name__ for t in terms], valid_only
@@ -357,7 +367,7 @@ class CrystalStructureSource:
             raw = sample_flow(
                 self.flow, counts[k : k + 1], cond[k : k + 1], z=z[k : k + 1],
                 species=None if species is None else species[: int(counts[0])],
-                steps=self.steps, generator=gen, coord_speedup=self.coord_speedup,
+                steps=self.steps, generator=gen, coord_speedup=self.coord_speedup, time_power=self.time_power,
             )
             out.extend(self._to_structures(raw, cond[k : k + 1], seed, composition, None, ["latent"]))
         return out

@@ -90,6 +90,28 @@ def test_guidance_changes_samples_and_is_reproducible(flow):
 def test_steps_must_be_positive(flow):
     with pytest.raises(ValueError, match="steps must be at least 1"):
         draw(flow, 0, steps=0)
+    with pytest.raises(ValueError, match="time_power must be positive"):
+        draw(flow, 0, time_power=0.0)
+
+
+def test_time_power_shortens_the_last_steps(flow, monkeypatch):
+    """Step times ``1 - (1 - k/steps)^p``: the flow is evaluated at those times and
+    the last step still ends on the data side (valid crystals)."""
+    times = []
+    velocity = flow.velocity
+
+    def spy(a, frac, log_l, num_atoms, t, *args):
+        times.append(float(t[0]))
+        return velocity(a, frac, log_l, num_atoms, t, *args)
+
+    monkeypatch.setattr(flow, "velocity", spy)
+    out = draw(flow, 0, steps=4, time_power=2.0)
+    assert times == pytest.approx([0.0, 1 - 0.75**2, 1 - 0.5**2, 1 - 0.25**2])
+    assert_valid_raw(out, (5, 5, 4, 2))
+    times.clear()
+    uniform = draw(flow, 0, steps=4)
+    assert times == pytest.approx([0.0, 0.25, 0.5, 0.75])
+    assert torch.equal(uniform.frac, draw(flow, 0, steps=4, time_power=1.0).frac)
 
 
 class _HugeGradient:
