@@ -24,8 +24,10 @@ relaxed with the energy model at their condition's pressure, what
   with ``--threads`` torch threads, timed on ``--speed-n`` samples; the load
   average is recorded beside it (run it on an otherwise idle machine).
 
-``--coord-speedup s`` samples with the coordinate velocity multiplied by ``1 + s t``
-(inference anti-annealing); its results are keyed ``<config>_steps50_speedup5`` and so on.
+Without sampler options every dataset is sampled with ``CrystalStructureSource``'s
+defaults for it. ``--coord-speedup s`` (coordinate velocity multiplied by ``1 + s t``,
+inference anti-annealing) and ``--time-power p`` (step times ``1 - (1 - k/steps)^p``)
+set them for every dataset; the results are keyed ``<config>_steps50_speedup3_pow2`` and so on.
 
 Every stage is cached under ``--out`` (samples, fingerprints in chunks, relaxations,
 CSP predictions), so a killed run continues where it stopped when started again
@@ -136,11 +138,11 @@ def _configured(args, config: str) -> tuple[CrystalStructureSource, bool]:
 
 
 def _tag(args, config: str | None = None) -> str:
-    """Sampler settings in cache and report keys, e.g. ``steps50``, ``steps50_speedup5``
-    or, for the physics configuration with ``--energy-weight``/``--guidance-start``,
+    """Sampler settings in cache and report keys, e.g. ``steps50`` (the source's
+    defaults), ``steps50_speedup3_pow2`` or, for the physics configuration with ``--energy-weight``/``--guidance-start``,
     ``steps50_energy0.3_start0.8``."""
-    tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup else "")
-    tag += f"_pow{args.time_power:g}" if getattr(args, "time_power", 1.0) != 1.0 else ""
+    tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup is not None else "")
+    tag += f"_pow{args.time_power:g}" if getattr(args, "time_power", None) is not None else ""
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
@@ -280,10 +282,12 @@ def main() -> None:
                          "(default: CrystalStructureSource's)")
     ap.add_argument("--guidance-start", type=float, default=None,
                     help="flow time from which the guidance acts (default: CrystalStructureSource's)")
-    ap.add_argument("--time-power", type=float, default=1.0,
-                    help="step times 1 - (1 - k/steps)^p (1: uniform; larger: shorter steps near the data end)")
-    ap.add_argument("--coord-speedup", type=float, default=0.0,
-                    help="coordinate velocity x (1 + s t) while sampling (inference anti-annealing; 0: plain flow)")
+    ap.add_argument("--time-power", type=float, default=None,
+                    help="step times 1 - (1 - k/steps)^p (1: uniform; larger: shorter steps near the data end; "
+                         "default: CrystalStructureSource's per dataset)")
+    ap.add_argument("--coord-speedup", type=float, default=None,
+                    help="coordinate velocity x (1 + s t) while sampling (inference anti-annealing; 0: plain flow; "
+                         "default: CrystalStructureSource's per dataset)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-jobs", type=int, default=2, help="processes for the fingerprints")
     ap.add_argument("--seed", type=int, default=0)

@@ -33,6 +33,27 @@ DEFAULT_ENERGY_WEIGHT = 0.05
 #: measured per-condition weights of the shipped generator (carbon_24: recall and
 #: precision rise up to 0.3, fall at 1.0; docs/generation.md)
 DEFAULT_ENERGY_WEIGHTS = {"carbon_24": 0.3}
+#: measured sampler settings per condition of the shipped generator (docs/generation.md):
+#: carbon_24's atoms settle into sharper sites with the coordinate speed-up and shorter
+#: final steps (COV-P 15 -> 51 % at the same 50 steps); other conditions: plain Euler steps
+DEFAULT_COORD_SPEEDUPS = {"carbon_24": 3.0}
+DEFAULT_TIME_POWERS = {"carbon_24": 2.0}
+
+
+def _per_condition(
+    name: str, value: float | dict[str, float] | None, conditions: Sequence[str], defaults: dict[str, float],
+    fallback: float,
+) -> dict[str, float]:
+    """One setting for every condition: ``None`` -> the measured ``defaults`` (else
+    ``fallback``); a number -> everywhere; a dict -> its entries, ``fallback`` elsewhere."""
+    if value is None:
+        return {c: float(defaults.get(c, fallback)) for c in conditions}
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(conditions))
+        if unknown:
+            raise ValueError(f"{name}: {unknown} are not conditions of this generator ({list(conditions)})")
+        return {c: float(value.get(c, fallback)) for c in conditions}
+    return dict.fromkeys(conditions, float(value))
 
 
 def resolve_generator(model: Any = None, *, device: str | torch.device = "cpu"):
@@ -96,9 +117,13 @@ class CrystalStructureSource:
         steps: integration steps of the flow.
         guidance_start: flow time (0 prior, 1 data) from which the guidance acts.
         coord_speedup: coordinate velocity multiplied by ``1 + coord_speedup * t``
-            (inference anti-annealing, FlowMM): sharper sites, needs more steps.
+            (inference anti-annealing, FlowMM): sharper sites. One number, or a dict
+            ``{condition: value}`` (others: 0); ``None``: 3 for carbon_24, 0 for the
+            others (``DEFAULT_COORD_SPEEDUPS``).
         time_power: step times ``1 - (1 - k / steps) ** time_power`` (1: uniform;
-            larger: shorter steps near the end, see :func:`~crystalgnn_plugins.generation.sampling.sample_flow`).
+            larger: shorter steps near the end, see
+            :func:`~crystalgnn_plugins.generation.sampling.sample_flow`). One number or a
+            dict (others: 1); ``None``: 2 for carbon_24, 1 for the others (``DEFAULT_TIME_POWERS``).
         batch_size: crystals planned at once (atom counts, compositions).
         max_batch_atoms: at most this many atoms are integrated together (a planned
             batch is cut into consecutive chunks; a larger single crystal goes alone):
@@ -122,8 +147,8 @@ class CrystalStructureSource:
         guide_lattice: bool = False,
         guidance_start: float = 0.6,
         steps: int = 50,
-        coord_speedup: float = 0.0,
-        time_power: float = 1.0,
+        coord_speedup: float | dict[str, float] | None = None,
+        time_power: float | dict[str, float] | None = None,
         batch_size: int = 1000,
         max_batch_atoms: int = 2000,
         relax_kwargs: dict[str, Any] | None = None,
@@ -136,10 +161,13 @@ class CrystalStructureSource:
         self.physics = physics
         self.repulsion_weight, self.guide_lattice = repulsion_weight, guide_lattice
         self.energy_weights = self._energy_weights(energy_weight)
-        self.guidance_start, self.steps, self.coord_speedup = guidance_start, steps, coord_speedup
-        if time_power <= 0:
-            raise ValueError(f"time_power must be positive, got {time_power}")
-        self.time_power = float(time_power)
+        self.guidance_start, self.steps = guidance_start, steps
+        conditions = self.flow.conditions
+        self.coord_speedups = _per_condition("coord_speedup", coord_speedup, conditions, DEFAULT_COORD_SPEEDUPS, 0.0)
+        self.time_powers = _per_condition("time_power", time_power, conditions, DEFAULT_TIME_POWERS, 1.0)
+        bad = {c: p for c, p in self.time_powers.items() if p <= 0}
+        if bad:
+            raise ValueError(f"time_power must be positive, got {bad}")
         if max_batch_atoms < 1:
             raise ValueError(f"max_batch_atoms must be at least 1, got {max_batch_atoms}")
         self.batch_size, self.max_batch_atoms = batch_size, int(max_batch_atoms)
@@ -187,15 +215,13 @@ class CrystalStructureSource:
 
     def _energy_weights(self, energy_weight) -> dict[str, float]:
         """The learned-energy guidance weight of every condition of the flow."""
-        conditions = self.flow.conditions
-        if energy_weight is None:
-            return {c: DEFAULT_ENERGY_WEIGHTS.get(c, DEFAULT_ENERGY_WEIGHT) for c in conditions}
-        if isinstance(energy_weight, dict):
-            unknown = sorted(set(energy_weight) - set(conditions))
-            if unknown:
-                raise ValueError(f"energy_weight: {unknown} are not conditions of this generator ({conditions})")
-            return {c: float(energy_weight.get(c, DEFAULT_ENERGY_WEIGHT)) for c in conditions}
-        return dict.fromkeys(conditions, float(energy_weight))
+        return _per_condition("energy_weight", energy_weight, self.flow.conditions, DEFAULT_ENERGY_WEIGHTS,
+                              DEFAULT_ENERGY_WEIGHT)
+
+    def _sampler(self, cond: int) -> dict[str, float]:
+        """``sample_flow`` settings of a condition (by index)."""
+        name = self.flow.conditions[cond]
+        return {"coord_speedup": self.coord_speedups[name], "time_power": self.time_powers[name]}
 
     def _plan(self, n, composition, chemsys, num_atoms, condition, rng):
         """Atom counts, fixed species and allowed species for ``n`` crystals."""
@@ -317,8 +343,7 @@ class CrystalStructureSource:
                     raw = sample_flow(
                         self.flow, counts[a:b], cond[a:b], species=None if species is None else species[first:last],
                         allowed=None if allowed is None else allowed[a:b], steps=self.steps, guidance=terms,
-                        guidance_start=self.guidance_start, coord_speedup=self.coord_speedup,
-                        time_power=self.time_power, generator=gen,
+                        guidance_start=self.guidance_start, generator=gen, **self._sampler(int(cond[a])),
                     )
                     out.extend(self._to_structures(
                         raw, cond[a:b], seed, composition, chemsys, [type(t).__name__ for t in terms], valid_only
@@ -367,7 +392,7 @@ class CrystalStructureSource:
             raw = sample_flow(
                 self.flow, counts[k : k + 1], cond[k : k + 1], z=z[k : k + 1],
                 species=None if species is None else species[: int(counts[0])],
-                steps=self.steps, generator=gen, coord_speedup=self.coord_speedup, time_power=self.time_power,
+                steps=self.steps, generator=gen, **self._sampler(int(cond[k])),
             )
             out.extend(self._to_structures(raw, cond[k : k + 1], seed, composition, None, ["latent"]))
         return out
@@ -395,7 +420,7 @@ class CrystalStructureSource:
                 continue
             s.properties["generation"] = {
                 "generator": "crystal_flow", "package_version": __version__, "seed": seed,
-                "condition": self.flow.conditions[int(cond[b])], "steps": self.steps,
+                "condition": self.flow.conditions[int(cond[b])], "steps": self.steps, **self._sampler(int(cond[b])),
                 "composition": None if composition is None else str(composition),
                 "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
                 "guidance": list(guidance),

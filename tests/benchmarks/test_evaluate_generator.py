@@ -215,7 +215,8 @@ def test_fingerprint_chunks_without_any_valid_structure(generator_dataset, tmp_p
 def test_cache_keys_name_the_physics_settings():
     from argparse import Namespace
 
-    args = Namespace(steps=50, coord_speedup=0.0, energy_weight=0.3, guidance_start=0.8)
+    args = Namespace(steps=50, coord_speedup=None, time_power=None, energy_weight=0.3, guidance_start=0.8)
     assert EG._tag(args, "physics") == "steps50_energy0.3_start0.8"
     assert EG._tag(args, "plain") == "steps50"  # no guidance: the guidance settings do not matter
-    assert EG._tag(Namespace(steps=50, coord_speedup=5.0, energy_weight=None, guidance_start=None), "physics") == "steps50_speedup5"
+    sharp = Namespace(steps=50, coord_speedup=3.0, time_power=2.0, energy_weight=None, guidance_start=None)
+    assert EG._tag(sharp, "physics") == "steps50_speedup3_pow2"

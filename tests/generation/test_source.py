@@ -270,6 +270,38 @@ def test_energy_weights_per_condition(model_dir, tiny_energy_model):
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_weight={"mp_20": 0.3})
 
 
+def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatch):
+    """``coord_speedup``/``time_power``: measured defaults per condition, one number for
+    all, or a dict; each batch is integrated with its condition's settings, which the
+    provenance records."""
+    import crystalgnn_plugins.generation.sampling as sampling
+    from crystalgnn_plugins.generation import source as source_module
+
+    monkeypatch.setattr(source_module, "DEFAULT_COORD_SPEEDUPS", {"carbon": 3.0})
+    monkeypatch.setattr(source_module, "DEFAULT_TIME_POWERS", {"carbon": 2.0})
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=3, physics=False)
+    assert src.coord_speedups == {"carbon": 3.0, "perov": 0.0} and src.time_powers == {"carbon": 2.0, "perov": 1.0}
+    seen = []
+    real = sampling.sample_flow
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["coord_speedup"], kwargs["time_power"]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_flow", spy)
+    carbon = src.get_structures(2, condition="carbon", seed=0)
+    perov = src.get_structures(2, condition="perov", seed=0)
+    assert seen == [(3.0, 2.0), (0.0, 1.0)]
+    assert carbon[0].properties["generation"]["coord_speedup"] == 3.0
+    assert perov[0].properties["generation"]["time_power"] == 1.0
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, coord_speedup=1.0, time_power={"perov": 1.5})
+    assert src.coord_speedups == {"carbon": 1.0, "perov": 1.0} and src.time_powers == {"carbon": 1.0, "perov": 1.5}
+    with pytest.raises(ValueError, match="time_power must be positive"):
+        CrystalStructureSource(model_dir, energy_model=tiny_energy_model, time_power=0)
+    with pytest.raises(ValueError, match=r"coord_speedup: \['mp_20'\] are not conditions"):
+        CrystalStructureSource(model_dir, energy_model=tiny_energy_model, coord_speedup={"mp_20": 3.0})
+
+
 # ------------------------------------------------------------------ latent space
 def test_encode_decode_interpolate(source, dataset):
     structures, _ = dataset
