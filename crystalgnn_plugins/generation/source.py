@@ -120,7 +120,8 @@ class CrystalStructureSource:
         coord_speedup: coordinate velocity multiplied by ``1 + coord_speedup * t``
             (inference anti-annealing, FlowMM): sharper sites. One number, or a dict
             ``{condition: value}`` (others: 0); ``None``: ``DEFAULT_COORD_SPEEDUPS``
-            (0 everywhere: sharper sites but more duplicates, see docs/generation.md).
+            (empty: 0 everywhere). ``{"carbon_24": 3}`` gives much more crystal-like
+            carbon but more duplicate samples (docs/generation.md).
         time_power: step times ``1 - (1 - k / steps) ** time_power`` (1: uniform;
             larger: shorter steps near the end, see
             :func:`~crystalgnn_plugins.generation.sampling.sample_flow`). One number or a
