@@ -139,10 +139,10 @@ def _configured(args, config: str) -> tuple[CrystalStructureSource, bool]:
 
 def _tag(args, config: str | None = None) -> str:
     """Sampler settings in cache and report keys, e.g. ``steps50`` (the source's
-    defaults), ``steps50_speedup3_pow2`` or, for the physics configuration with ``--energy-weight``/``--guidance-start``,
-    ``steps50_energy0.3_start0.8``."""
+    defaults), ``steps50_speedup3_pow2`` or, for the physics configuration with
+    ``--energy-weight``/``--guidance-start``, ``steps50_energy0.3_start0.8``."""
     tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup is not None else "")
-    tag += f"_pow{args.time_power:g}" if getattr(args, "time_power", None) is not None else ""
+    tag += f"_pow{args.time_power:g}" if args.time_power is not None else ""
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
@@ -347,7 +347,8 @@ def main() -> None:
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
-                                              "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight", "seed")})
+                                              "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight",
+                                              "guidance_start", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:

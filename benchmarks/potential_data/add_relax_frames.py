@@ -55,7 +55,8 @@ def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: 
     done: set[str] = set()
     if resume:
         for kind in KINDS:
-            done |= {r.parent_id for r in db.select(kind=kind) if int(r.get("al_round", 1)) == round_}
+            rows = db.select(kind=kind, columns=["key_value_pairs"])  # no structures decoded
+            done |= {r.parent_id for r in rows if int(r.get("al_round", 1)) == round_}
     out = []
     for source in sources:
         rows = sorted(db.select(kind="parent", split="train", source=source), key=lambda r: S.order_key(r.parent_id))

@@ -38,16 +38,19 @@ def _oversample(records, db: str, factors: dict[str, int]) -> list:
 
     if not factors:
         return records
+    bad = {k: v for k, v in factors.items() if v < 1}
+    if bad:
+        raise SystemExit(f"--oversample {bad}: factors must be whole numbers >= 1")
+    repeat, known = {}, set()
     with ase.db.connect(db) as conn:
-        known = {row.get("source") for row in conn.select("split=train", columns=["key_value_pairs"])}
-        unknown = sorted(set(factors) - known)
-        if unknown:
-            raise SystemExit(f"--oversample: no training frames of source {unknown} (sources: {sorted(known)})")
-        repeat = {}
-        for source, factor in factors.items():
-            if factor < 1:
-                raise SystemExit(f"--oversample {source}={factor}: the factor must be a whole number >= 1")
-            repeat.update((f"{db}:id {row.id}", factor) for row in conn.select(f"split=train,source={source}", columns=["id"]))
+        for row in conn.select("split=train", columns=["id", "key_value_pairs"]):
+            source = row.get("source")
+            known.add(source)
+            if source in factors:
+                repeat[f"{db}:id {row.id}"] = factors[source]
+    unknown = sorted(set(factors) - known)
+    if unknown:
+        raise SystemExit(f"--oversample: no training frames of source {unknown} (sources: {sorted(map(str, known))})")
     out = []
     for r in records:
         out.extend([r] * repeat.get(r.source, 1))
