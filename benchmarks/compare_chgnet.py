@@ -245,27 +245,31 @@ def section_accuracy(args, model) -> dict:
 def accuracy_breakdown(model, records, db: Path, batch_size: int) -> dict:
     """Energy (meV/atom) and force (meV/Å) MAE of the test frames by parent source,
     by frame kind and by element (energy: frames containing the element; forces:
-    atoms of the element), for the model card."""
+    atoms of the element), for the model card; the median energy error and the
+    parents with the largest energy MAE (the tail that the mean hides)."""
     from ase.db import connect
 
     from crystalgnn_plugins.training.evaluate import predict
 
     with connect(db) as conn:  # rec.id is the row id (the frames carry no id key)
-        meta = {str(row.id): (row.get("source", "?"), row.get("kind", "?")) for row in conn.select("split=test")}
+        meta = {str(row.id): (row.get("source", "?"), row.get("kind", "?"), row.get("parent_id", "?"))
+                for row in conn.select("split=test")}
     pred = predict(model, [r.atoms for r in records], batch_size=batch_size)
     e_err, f_err = [], []
     groups: dict[str, dict[str, list[float]]] = {"by_source": {}, "by_kind": {}}
     per_element_e: dict[str, list[float]] = {}
     per_element_f: dict[str, list[float]] = {}
+    per_parent: dict[str, list[float]] = {}
     for rec, energy, forces in zip(records, pred["energy"], pred["forces"]):
         n = len(rec.atoms)
         de = 1e3 * abs(float(energy) - rec.targets["energy"]) / n
         df = 1e3 * np.abs(np.asarray(forces) - rec.targets["forces"])  # (n, 3)
         e_err.append(de)
         f_err.append(df.mean())
-        source, kind = meta.get(rec.id, ("?", "?"))
+        source, kind, parent = meta.get(rec.id, ("?", "?", "?"))
         for key, name in (("by_source", source), ("by_kind", kind)):
             groups[key].setdefault(name, []).append((de, df.mean()))
+        per_parent.setdefault(parent, []).append(de)
         symbols = np.array(rec.atoms.get_chemical_symbols())
         for el in set(symbols):
             per_element_e.setdefault(el, []).append(de)
@@ -275,6 +279,14 @@ def accuracy_breakdown(model, records, db: Path, batch_size: int) -> dict:
                      "force_mae_mev_per_A": float(np.mean([b for _, b in v]))} for name, v in sorted(g.items())}
         for key, g in groups.items()
     }
+    total = float(np.sum(e_err))
+    worst = sorted(per_parent.items(), key=lambda kv: -np.mean(kv[1]))
+    out["energy_median_mev_per_atom"] = float(np.median(e_err))
+    out["test_parents"] = len(per_parent)
+    out["worst_parents"] = [
+        {"parent_id": pid, "frames": len(v), "energy_mae_mev_per_atom": float(np.mean(v)),
+         "energy_max_mev_per_atom": float(np.max(v))} for pid, v in worst[:10]]
+    out["worst_10_parents_share_of_energy_mae"] = float(sum(np.sum(v) for _, v in worst[:10]) / total) if total else None
     out["by_element"] = {
         el: {"frames": len(per_element_e[el]), "energy_mae_mev_per_atom": float(np.mean(per_element_e[el])),
              "force_mae_mev_per_A": float(np.mean(per_element_f[el]))}
@@ -690,6 +702,11 @@ def print_report(report: dict) -> None:
                 for name, v in acc.get(key, {}).items():
                     log(f"  {name:<22}{v['frames']:>6} frames  E {v['energy_mae_mev_per_atom']:7.1f} meV/atom"
                         f"  F {v['force_mae_mev_per_A']:7.1f} meV/Å")
+            if "energy_median_mev_per_atom" in acc:
+                log(f"energy median error     {acc['energy_median_mev_per_atom']:.1f} meV/atom; the 10 worst of "
+                    f"{acc['test_parents']} parents make {100 * acc['worst_10_parents_share_of_energy_mae']:.0f} % "
+                    "of the energy MAE: " + ", ".join(f"{w['parent_id']} {w['energy_mae_mev_per_atom']:.0f}"
+                                                      for w in acc["worst_parents"]))
             worst = sorted(acc.get("by_element", {}).items(), key=lambda kv: -kv[1]["energy_mae_mev_per_atom"])[:10]
             log("  worst elements (energy MAE of frames containing them, meV/atom): "
                 + ", ".join(f"{el} {v['energy_mae_mev_per_atom']:.0f}" for el, v in worst))
