@@ -112,6 +112,13 @@ def gather_parents(args: argparse.Namespace) -> list[S.Parent]:
         found = S.prototype_parents()
         log(f"prototype: {len(found)} parents ({time.perf_counter() - t:.1f} s)")
         parents += found
+    if "generated" in sources:
+        if args.generated is None:
+            log("note: no --generated given, skipping generated")
+        else:
+            found = S.generated_parents(args.generated)
+            log(f"generated: {len(found)} parents from {args.generated}")
+            parents += found
     ids = Counter(p.parent_id for p in parents)
     dup = [k for k, n in ids.items() if n > 1]
     if dup:
@@ -189,7 +196,7 @@ def process_chunk(
             "parent_id": p.parent_id,
             "source": p.source,
             "kind": kind,
-            "split": S.assign_split(p.parent_id, seed),
+            "split": "train" if p.source in S.TRAIN_ONLY_SOURCES else S.assign_split(p.parent_id, seed),
             "teacher": TEACHER_NAME,
             "frame": int(frame_no[p.parent_id]),
         }
@@ -602,6 +609,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--out", help="output directory (frames.db, progress.json, summary.json)")
     ap.add_argument("--perov", help="perov_5 CDVAE CSV (e.g. ../shared/data/perov_5/dev.csv)")
     ap.add_argument("--carbon", help="carbon_24 CDVAE CSV")
+    ap.add_argument("--generated", help="parents made by the generator (generated_parents.py output); training only")
     ap.add_argument(
         "--sources", default=",".join(S.SOURCES), help="comma list of sources (default: all)"
     )

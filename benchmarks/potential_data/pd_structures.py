@@ -29,6 +29,7 @@ __all__ = [
     "KINDS",
     "MIN_DISTANCE",
     "SOURCES",
+    "TRAIN_ONLY_SOURCES",
     "SPLIT_FRACTIONS",
     "Frame",
     "Parent",
@@ -50,7 +51,10 @@ __all__ = [
     "too_close",
 ]
 
-SOURCES = ("perov5", "carbon24", "element", "prototype")
+SOURCES = ("perov5", "carbon24", "element", "prototype", "generated")
+#: sources whose parents are only ever training parents (augmentation, not a test of
+#: anything: the held-out splits stay those of the real and reference crystals)
+TRAIN_ONLY_SOURCES = frozenset({"generated"})
 KINDS = ("parent", "rattle", "strain", "supercell", "md")
 SPLIT_FRACTIONS = (0.90, 0.05, 0.05)
 MIN_DISTANCE = 0.6  # Å; frames with a shorter interatomic distance are skipped
@@ -213,6 +217,29 @@ def dataset_parents(path: str | Path, source: str) -> list[Parent]:
         Parent(f"{source}:{rid}", source, _plain(atoms), prescale=False)
         for rid, atoms in _read_cdvae(path)
     ]
+
+
+def generated_parents(path: str | Path) -> list[Parent]:
+    """Parents from ``generated_parents.py`` output (gzipped JSON of ``id`` + pymatgen
+    ``structure`` dicts): crystals made by the project's generator, relaxed by the model."""
+    import gzip
+    import json
+
+    from pymatgen.core import Structure
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"generated: parent file not found: {path}")
+    with gzip.open(path, "rt") as fh:
+        rows = json.load(fh)
+    out = []
+    for k, row in enumerate(rows):
+        if not str(row.get("id", "")).startswith("generated:") or "structure" not in row:
+            raise ValueError(f"{path}: entry {k} needs an id 'generated:...' and a structure, got keys {sorted(row)}")
+        atoms = AseAtomsAdaptor.get_atoms(Structure.from_dict(row["structure"]))
+        out.append(Parent(row["id"], "generated", _plain(atoms), prescale=False))
+    return out
 
 
 # ----------------------------------------------------------------------------- elements

@@ -259,6 +259,47 @@ def test_dataset_parents_from_small_csv(tmp_path):
         S.dataset_parents(tmp_path / "nope.csv", "perov5")
 
 
+def test_generated_parents_file(tmp_path):
+    import gzip
+    import json
+
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    rows = [{"id": "generated:perov_5-s1-0", "condition": "perov_5",
+             "structure": AseAtomsAdaptor.get_structure(_perovskite()).as_dict()}]
+    path = tmp_path / "gen.json.gz"
+    with gzip.open(path, "wt") as fh:
+        json.dump(rows, fh)
+    (parent,) = S.generated_parents(path)
+    assert parent.parent_id == "generated:perov_5-s1-0" and parent.source == "generated"
+    assert type(parent.atoms) is Atoms and len(parent.atoms) == 5 and not parent.prescale
+    with gzip.open(path, "wt") as fh:
+        json.dump([{"id": "perov5:1", "structure": rows[0]["structure"]}], fh)
+    with pytest.raises(ValueError, match="entry 0"):
+        S.generated_parents(path)
+    with pytest.raises(FileNotFoundError):
+        S.generated_parents(tmp_path / "nope.json.gz")
+
+
+def test_generated_parents_leak_filter():
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    gp = importlib.import_module("generated_parents")
+    to_s = AseAtomsAdaptor.get_structure
+    held_out = {"SrTiO3": [to_s(_perovskite())], "C": [to_s(bulk("C", "diamond", a=3.57))]}
+    matcher = StructureMatcher()
+    other = _perovskite()
+    other.positions[0] += 0.3  # another SrTiO3 structure: the formula alone counts
+    assert gp.leaks(to_s(other), held_out, matcher)
+    assert gp.leaks(to_s(bulk("C", "diamond", a=3.6)), held_out, matcher)  # same crystal, scaled
+    assert not gp.leaks(to_s(bulk("C", "fcc", a=3.6)), held_out, matcher)  # another carbon crystal
+    assert not gp.leaks(to_s(bulk("NaCl", "rocksalt", a=5.6)), held_out, matcher)
+    assert gp.parse_counts("perov_5=3,carbon_24=1") == {"perov_5": 3, "carbon_24": 1}
+    with pytest.raises(argparse.ArgumentTypeError):
+        gp.parse_counts("perov_5")
+
+
 # ----------------------------------------------------------------------------- pipeline with a fake teacher
 
 
@@ -311,6 +352,11 @@ def test_process_chunk_rows_and_split_by_parent():
         assert Counter(kv["kind"] for kv in kvs)["md"] == 2
     md = [r for r in rows if r["kvp"]["kind"] == "md"]
     assert all(300 <= r["kvp"]["temperature_K"] <= 600 for r in md)
+    # generated parents are training parents only, whatever their hash says
+    ids = [f"generated:perov_5-s0-{k}" for k in range(40)]
+    assert {S.assign_split(i, 3) for i in ids} != {"train"}
+    rows, _, _ = M.process_chunk(FakeTeacher(), [_parent(i, "generated", _perovskite()) for i in ids[:3]], cfg)
+    assert rows and {r["kvp"]["split"] for r in rows} == {"train"}
 
 
 def test_run_resume_and_summary(tmp_path, monkeypatch, synthetic):
