@@ -114,6 +114,10 @@ def main() -> None:
         "options are then those of that model",
     )
     ap.add_argument(
+        "--core-repulsion", action="store_true",
+        help="add the ZBL core repulsion to the model (also to an --init-from model trained without it)",
+    )
+    ap.add_argument(
         "--export-checkpoint", default=None, metavar="CKPT",
         help="do not train: save the model of this Lightning checkpoint (e.g. OUT/checkpoints/best.ckpt) "
         "to OUT/export and print its held-out errors (the other options must match the run)",
@@ -145,6 +149,8 @@ def main() -> None:
         print(f"starting from {args.init_from} ({model.num_parameters} parameters)", flush=True)
     else:
         model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
+    if args.core_repulsion:
+        model.set_core_repulsion(True)
     if args.export_checkpoint:
         _export(model, train_set, test_set, args)
         return

@@ -12,6 +12,7 @@ import torch
 from crystalgnn_plugins.encoders.base import Encoder
 from crystalgnn_plugins.graph import CrystalGraph
 from crystalgnn_plugins.models.base import CrystalModel, _mlp, pool_sum
+from crystalgnn_plugins.models.repulsion import CoreRepulsion
 
 MAX_Z = 118
 
@@ -27,8 +28,14 @@ class EnergyModel(CrystalModel):
     embedding: its energy is its reference energy plus the learned constant of
     an isolated atom of that element, and the force on it is zero.
 
+    With ``core_repulsion=True`` each atom also gets its share of the ZBL screened
+    nuclear repulsion of pairs closer than 0.6 of their covalent bond length
+    (:class:`~crystalgnn_plugins.models.repulsion.CoreRepulsion`), so that the
+    energy rises steeply where the training data have no pairs.
+
     Args:
         hidden, num_hidden: width and number of hidden layers of the per-atom MLP.
+        core_repulsion: add the ZBL core repulsion (fixed, no parameters).
     """
 
     model_type = "energy"
@@ -42,17 +49,28 @@ class EnergyModel(CrystalModel):
         *,
         hidden: int = 64,
         num_hidden: int = 2,
+        core_repulsion: bool = False,
     ):
         super().__init__(encoder, encoder_kwargs, elements)
         self.hidden = hidden
         self.num_hidden = num_hidden
+        self.core_repulsion: CoreRepulsion | None = None
+        self.set_core_repulsion(core_repulsion)
         self.head = _mlp(self.encoder.out_features, hidden, num_hidden)
         self.register_buffer("reference_energies", torch.zeros(MAX_Z + 1))
         self.register_buffer("scale", torch.tensor(1.0))
         self.register_buffer("shift", torch.tensor(0.0))
 
     def _readout_config(self) -> dict[str, Any]:
-        return {"hidden": self.hidden, "num_hidden": self.num_hidden}
+        config: dict[str, Any] = {"hidden": self.hidden, "num_hidden": self.num_hidden}
+        if self.core_repulsion is not None:  # models saved without it load unchanged
+            config["core_repulsion"] = True
+        return config
+
+    def set_core_repulsion(self, enabled: bool) -> None:
+        """Switch the ZBL core repulsion on or off (e.g. before fine-tuning a model
+        trained without it; the learned part then adapts to it)."""
+        self.core_repulsion = CoreRepulsion() if enabled else None
 
     # -------------------------------------------------------- normalisation
     def fit_normalisation(
@@ -82,7 +100,10 @@ class EnergyModel(CrystalModel):
         """Per-atom energies ``(N,)`` in eV."""
         h = self.encoder(graph, edge_vectors)
         e = self.head(h).squeeze(-1) * self.scale + self.shift
-        return e + graph.element_lookup(self.reference_energies)
+        e = e + graph.element_lookup(self.reference_energies)
+        if self.core_repulsion is not None:
+            e = e + self.core_repulsion(graph, edge_vectors)
+        return e
 
     def forward(
         self,
