@@ -126,6 +126,8 @@ def _source(args, **kw) -> CrystalStructureSource:
         kw.setdefault("energy_weight", args.energy_weight)
     if args.guidance_start is not None:
         kw.setdefault("guidance_start", args.guidance_start)
+    if args.projection_steps is not None:
+        kw.setdefault("projection_steps", args.projection_steps)
     return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps,
                                   coord_speedup=args.coord_speedup, time_power=args.time_power, **kw)
 
@@ -146,6 +148,7 @@ def _tag(args, config: str | None = None) -> str:
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
+        tag += f"_proj{args.projection_steps}" if args.projection_steps is not None else ""
     return tag
 
 
@@ -288,6 +291,8 @@ def main() -> None:
     ap.add_argument("--coord-speedup", type=float, default=None,
                     help="coordinate velocity x (1 + s t) while sampling (inference anti-annealing; 0: plain flow; "
                          "default: CrystalStructureSource's per dataset)")
+    ap.add_argument("--projection-steps", type=int, default=None,
+                    help="physics configurations: final repulsion descent steps (default: the source's, 10)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-jobs", type=int, default=2, help="processes for the fingerprints")
     ap.add_argument("--seed", type=int, default=0)
@@ -348,7 +353,7 @@ def main() -> None:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
                                               "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight",
-                                              "guidance_start", "seed")})
+                                              "guidance_start", "projection_steps", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:

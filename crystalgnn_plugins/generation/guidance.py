@@ -51,7 +51,12 @@ class GuidanceContext:
 
 
 class RepulsionTerm:
-    """Penalty for interatomic distances below ``factor × (r_cov,i + r_cov,j)`` (Å²)."""
+    """Penalty for interatomic distances below ``factor × (r_cov,i + r_cov,j)`` (Å²).
+
+    A geometric constraint: ``sample_flow(projection_steps=...)`` also descends it on
+    the final atoms (``projects = True``)."""
+
+    projects = True
 
     def __init__(self, weight: float = 1.0, factor: float = 0.7, guides_lattice: bool = True):
         self.weight, self.factor, self.guides_lattice = float(weight), float(factor), bool(guides_lattice)

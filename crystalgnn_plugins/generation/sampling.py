@@ -47,6 +47,7 @@ def sample_flow(
     coord_speedup: float = 0.0,
     max_guidance: float = 1.0,
     time_power: float = 1.0,
+    projection_steps: int = 0,
     generator: torch.Generator | None = None,
 ) -> SampledCrystals:
     """Euler integration of the flow for a batch of crystals.
@@ -65,6 +66,12 @@ def sample_flow(
             (inference anti-annealing as in FlowMM; 0 = plain flow).
         max_guidance: largest guidance velocity per atom (fractional units per unit
             time) and per lattice (log-lattice norm per unit time).
+        projection_steps: after the last step, at most this many descent steps of the
+            guidance terms that constrain geometry (``projects = True``, e.g. the
+            repulsion term) on the final atoms (each atom moves at most
+            ``max_guidance / steps`` per step, fractional): pairs that the last, large
+            steps pushed together are separated; crystals without such pairs are
+            unchanged (the terms are zero there).
         generator: random generator for the prior (reproducible sampling).
     """
     if steps < 1:
@@ -137,4 +144,26 @@ def sample_flow(
         final_species = species.to(device)
     else:
         final_species = (a.masked_fill(~mask, float("-inf")) if mask is not None else a).argmax(-1)
+    projecting = [term for term in guidance if getattr(term, "projects", False)]
+    if projection_steps > 0 and projecting:
+        frac = _project(projecting, frac, log_to_lattice(log_l), F.one_hot(final_species, k).to(dtype), ctx,
+                        projection_steps, max_guidance / steps, atom_batch, b)
     return SampledCrystals(final_species, torch.remainder(frac, 1.0), log_to_lattice(log_l), num_atoms)
+
+
+def _project(terms, frac, lattice, probs, ctx, num_steps: int, max_step: float, atom_batch, b: int) -> torch.Tensor:
+    """Descent of the constraint ``terms`` on the fractional coordinates only
+    (lattice and species fixed), each atom by at most ``max_step`` per step."""
+    for _ in range(num_steps):
+        with torch.enable_grad():
+            f = frac.detach().requires_grad_(True)
+            total = sum(term.weight * term(probs, f, lattice, ctx).sum() for term in terms)
+            (grad,) = torch.autograd.grad(total, [f], allow_unused=True)
+        if grad is None:
+            break
+        grad = torch.nan_to_num(grad)
+        if not bool(grad.abs().amax() > 0):
+            break
+        grad = grad - _scatter_mean(grad, atom_batch, b)[atom_batch]  # no drift of the whole crystal
+        frac = torch.remainder(frac - _clip_rows(grad, 1.0) * max_step, 1.0)
+    return frac

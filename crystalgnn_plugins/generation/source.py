@@ -126,6 +126,11 @@ class CrystalStructureSource:
             larger: shorter steps near the end, see
             :func:`~crystalgnn_plugins.generation.sampling.sample_flow`). One number or a
             dict (others: 1); ``None``: 2 for carbon_24, 1 for the others (``DEFAULT_TIME_POWERS``).
+        projection_steps: with ``physics``, at most this many descent steps of the
+            repulsion on the final atoms (see
+            :func:`~crystalgnn_plugins.generation.sampling.sample_flow`): separates the
+            rare pairs that the last steps pushed together (e.g. two anions on one site
+            with ``coord_speedup``); other samples are unchanged. 0 turns it off.
         batch_size: crystals planned at once (atom counts, compositions).
         max_batch_atoms: at most this many atoms are integrated together (a planned
             batch is cut into consecutive chunks; a larger single crystal goes alone):
@@ -151,6 +156,7 @@ class CrystalStructureSource:
         steps: int = 50,
         coord_speedup: float | dict[str, float] | None = None,
         time_power: float | dict[str, float] | None = None,
+        projection_steps: int = 10,
         batch_size: int = 1000,
         max_batch_atoms: int = 2000,
         relax_kwargs: dict[str, Any] | None = None,
@@ -170,6 +176,9 @@ class CrystalStructureSource:
         bad = {c: p for c, p in self.time_powers.items() if p <= 0}
         if bad:
             raise ValueError(f"time_power must be positive, got {bad}")
+        if projection_steps < 0:
+            raise ValueError(f"projection_steps must be >= 0, got {projection_steps}")
+        self.projection_steps = int(projection_steps)
         if max_batch_atoms < 1:
             raise ValueError(f"max_batch_atoms must be at least 1, got {max_batch_atoms}")
         self.batch_size, self.max_batch_atoms = batch_size, int(max_batch_atoms)
@@ -223,7 +232,10 @@ class CrystalStructureSource:
     def _sampler(self, cond: int) -> dict[str, float]:
         """``sample_flow`` settings of a condition (by index)."""
         name = self.flow.conditions[cond]
-        return {"coord_speedup": self.coord_speedups[name], "time_power": self.time_powers[name]}
+        out = {"coord_speedup": self.coord_speedups[name], "time_power": self.time_powers[name]}
+        if self.physics:
+            out["projection_steps"] = self.projection_steps
+        return out
 
     def _plan(self, n, composition, chemsys, num_atoms, condition, rng):
         """Atom counts, fixed species and allowed species for ``n`` crystals."""

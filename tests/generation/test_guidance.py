@@ -287,3 +287,18 @@ def test_energy_term_with_a_model_for_any_element(tiny_energy_model):
     ref = EnergyTerm(tiny_energy_model)(probs, frac, lattice, ctx)
     assert ref.item() != 0
     torch.testing.assert_close(EnergyTerm(model)(probs, frac, lattice, ctx), ref)
+
+
+# ------------------------------------------------------------------ final projection
+def test_projection_separates_a_collapsed_pair_and_leaves_far_atoms_alone():
+    from crystalgnn_plugins.generation.sampling import _project
+
+    term = RepulsionTerm(weight=5.0)
+    probs, frac, lattice, ctx = pair(0.2)
+    batch = torch.zeros(2, dtype=torch.long)
+    out = _project([term], frac, lattice, probs, ctx, 10, 0.02, batch, 1)
+    assert cart_distance(out, lattice) > 0.2 + 1.0  # moved apart by more than 1 Å in 10 steps of <= 0.2 Å each
+    assert cart_distance(out, lattice) <= d_min("Ti", "O") + 1e-6 + 0.4  # stops near the penalty's range
+    torch.testing.assert_close(out.mean(0), frac.mean(0))  # the pair's centre stays
+    probs, frac, lattice, ctx = pair(2.5)
+    assert torch.equal(_project([term], frac, lattice, probs, ctx, 10, 0.02, batch, 1), frac)

@@ -87,6 +87,30 @@ def test_guidance_changes_samples_and_is_reproducible(flow):
     assert_valid_raw(a, (5, 4))
 
 
+def test_projection_steps_only_touch_crystals_with_close_pairs(flow):
+    kwargs = dict(counts=(5, 5, 4, 2), guidance=[RepulsionTerm(weight=5.0)], guidance_start=1.0, coord_speedup=8.0)
+    raw = draw(flow, 4, **kwargs)
+    projected = draw(flow, 4, projection_steps=20, **kwargs)
+    assert_valid_raw(projected, (5, 5, 4, 2))
+    term, first, touched = RepulsionTerm(weight=5.0), 0, 0
+    from crystalgnn_plugins.generation.guidance import GuidanceContext
+
+    for b, n in enumerate(raw.num_atoms.tolist()):
+        sl = slice(first, first + n)
+        first += n
+        ctx = GuidanceContext(flow.elements, torch.tensor([n]))
+        probs = torch.nn.functional.one_hot(raw.species[sl], len(flow.elements)).to(raw.frac.dtype)
+        before = term(probs, raw.frac[sl], raw.lattice[b : b + 1], ctx).item()
+        after = term(probs, projected.frac[sl], projected.lattice[b : b + 1], ctx).item()
+        if before == 0:
+            assert torch.equal(raw.frac[sl], projected.frac[sl])
+        else:
+            assert after < before
+            touched += 1
+    assert touched  # the tiny flow with a large speed-up leaves close pairs to separate
+    assert torch.equal(raw.lattice, projected.lattice) and torch.equal(raw.species, projected.species)
+
+
 def test_steps_must_be_positive(flow):
     with pytest.raises(ValueError, match="steps must be at least 1"):
         draw(flow, 0, steps=0)
