@@ -196,6 +196,9 @@ def _relax_stats(args, structures: list, dataset: str) -> dict:
         "pressure_GPa": pressure,
         "converged_fraction": float(np.mean([r.converged for r in results])) if results else None,
         "median_displacement_A": float(np.median(disp)) if disp else None,
+        # samples whose atoms sit on symmetric sites do not move at all: the median is then ~0
+        "mean_displacement_A": float(np.mean(disp)) if disp else None,
+        "moved_fraction": float(np.mean([d > 0.01 for d in disp])) if disp else None,
         "median_volume_change": float(np.median([r.structure.volume / s.volume - 1 for s, r in ok])) if ok else None,
         "errors": sum(r.error is not None for r in results),
         "seconds": time.perf_counter() - t0,
