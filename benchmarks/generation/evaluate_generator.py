@@ -320,6 +320,7 @@ def main() -> None:
         split = load_split(paths[dataset], dataset)
         res = results.setdefault(dataset, {})
         ds_dir = out_dir / dataset
+        ds_dir.mkdir(parents=True, exist_ok=True)
         if sections & {"metrics", "memorisation"}:
             ref_fps = _fingerprints(split["test"], ds_dir / "reference_fps", args.n_jobs)
             if "memorisation" in sections and "memorisation" not in res:  # the training set scored as if generated: the yardstick

@@ -188,6 +188,9 @@ def test_evaluate_generator_end_to_end(csvs, named_generator, energy_model_dir, 
     preds, extra = EG._load_structures(out / "perov_5" / "csp_steps4_predictions.json.gz")
     assert extra["seed"] == 0 and [s.properties["generation"]["steps"] for s in preds] == [4, 4]
     assert "csp_steps4" in json.loads((out / "report.json").read_text())["results"]["perov_5"]
+    fresh = [*base[: base.index("--out")], "--out", str(out.parent / "csp_only")]  # no sampling configuration ran there
+    _run(monkeypatch, [*fresh, "--steps", "4", "--sections", "csp", "--datasets", "perov_5", "--configs", ""])
+    assert "csp_steps4" in json.loads((out.parent / "csp_only" / "report.json").read_text())["results"]["perov_5"]
     # a coordinate speed-up is a sampler setting of its own: own samples, own report keys
     _run(monkeypatch, [*base, "--steps", "3", "--coord-speedup", "5", "--sections", "metrics,csp",
                        "--datasets", "perov_5", "--configs", "plain"])
