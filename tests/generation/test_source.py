@@ -294,12 +294,17 @@ def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatc
     assert seen == [(3.0, 2.0), (0.0, 1.0)]
     assert carbon[0].properties["generation"]["coord_speedup"] == 3.0
     assert perov[0].properties["generation"]["time_power"] == 1.0
-    # crystal structure prediction (a given composition) keeps plain uniform steps by default
+    # directed sampling (a given composition, or a property target) keeps plain uniform steps by default
     csp = src.get_structures(1, composition="C6", condition="carbon", seed=0)
     assert seen[-1] == (0.0, 1.0) and csp[0].properties["generation"]["coord_speedup"] == 0.0
+    from crystalgnn_plugins.generation import RepulsionTerm
+
+    targeted = src.get_structures(1, condition="carbon", seed=0, target=RepulsionTerm())
+    assert seen[-1] == (0.0, 1.0) and targeted[0].properties["generation"]["time_power"] == 1.0
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, coord_speedup=1.0, time_power={"perov": 1.5})
     assert src.coord_speedups == {"carbon": 1.0, "perov": 1.0} and src.time_powers == {"carbon": 1.0, "perov": 1.5}
-    assert src.csp_coord_speedups == src.coord_speedups and src.csp_time_powers == src.time_powers  # asked for: used
+    # asked for: used in every mode
+    assert src.directed_coord_speedups == src.coord_speedups and src.directed_time_powers == src.time_powers
     with pytest.raises(ValueError, match="time_power must be positive"):
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, time_power=0)
     with pytest.raises(ValueError, match=r"coord_speedup: \['mp_20'\] are not conditions"):
