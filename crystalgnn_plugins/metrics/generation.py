@@ -411,6 +411,33 @@ def csp_match(
 # ----------------------------------------------------------------------------- all together
 
 
+def _emd_spread(valid: Sequence[Structure], reference: Sequence[Structure], emd_samples: int, seed: int,
+                draws: int = 50) -> dict[str, float]:
+    """How much the CDVAE protocol (EMDs of one random subset of ``emd_samples`` valid
+    samples) depends on the subset: mean and standard deviation over ``draws`` seeded
+    subsets, and the EMDs of all valid samples (``*_all_valid``). On 10,000 perov_5
+    samples one subset's density EMD ranges from 0.05 to 0.20 (sd 0.03)."""
+    from scipy.stats import wasserstein_distance
+
+    if not valid:
+        return {}
+    dens = np.array([s.density for s in valid])
+    nel = np.array([len(set(s.species)) for s in valid])
+    ref_dens = [s.density for s in reference]
+    ref_nel = [len(set(s.species)) for s in reference]
+    out = {"density_emd_all_valid": float(wasserstein_distance(dens, ref_dens)),
+           "num_elements_emd_all_valid": float(wasserstein_distance(nel, ref_nel))}
+    if len(valid) > emd_samples:
+        rng = np.random.default_rng(seed)
+        picks = [rng.choice(len(valid), emd_samples, replace=False) for _ in range(draws)]
+        d = [wasserstein_distance(dens[k], ref_dens) for k in picks]
+        e = [wasserstein_distance(nel[k], ref_nel) for k in picks]
+        out.update(density_emd_subset_mean=float(np.mean(d)), density_emd_subset_sd=float(np.std(d)),
+                   num_elements_emd_subset_mean=float(np.mean(e)), num_elements_emd_subset_sd=float(np.std(e)),
+                   emd_subset_draws=draws)
+    return out
+
+
 def evaluate_generation(
     generated: Sequence[Structure | None],
     reference: Sequence[Structure],
@@ -431,7 +458,8 @@ def evaluate_generation(
     Validity fractions are over all samples (``None`` counts as invalid); COV uses the
     ``COV_CUTOFFS`` of ``dataset`` over all samples with fingerprints of the valid ones
     only; the EMDs use a random subset of ``emd_samples`` valid samples (all valid ones if
-    fewer) against all reference crystals; uniqueness and novelty (against ``training``)
+    fewer) against all reference crystals, as CDVAE does, with the spread of that figure
+    over 50 subsets and the EMDs of all valid samples beside them (:func:`_emd_spread`); uniqueness and novelty (against ``training``)
     are over the valid samples, optionally on seeded subsets. Pass ``reference_fps``
     (from ``fingerprints(reference)``) to reuse them across evaluations, and
     ``generated_fps`` (``fingerprints`` of ``generated``, rows of invalid samples are
@@ -465,6 +493,7 @@ def evaluate_generation(
     out["emd_num_samples"] = len(emd_set)
     out["density_emd"] = density_emd(emd_set, reference) if emd_set else float("nan")
     out["num_elements_emd"] = num_elements_emd(emd_set, reference) if emd_set else float("nan")
+    out.update(_emd_spread(valid, reference, emd_samples, seed))
     out["uniqueness"] = uniqueness(valid, uniqueness_samples, seed) if valid else float("nan")
     if training is not None:
         out["novelty"] = novelty(valid, training, novelty_samples, seed) if valid else float("nan")

@@ -164,6 +164,19 @@ def test_emds() -> None:
     assert gm.density_emd(denser, [rocksalt()]) == pytest.approx(denser[0].density - rocksalt().density)
 
 
+def test_emd_spread_over_subsets_and_all_valid() -> None:
+    samples = [rocksalt(a) for a in np.linspace(5.0, 6.4, 30)] + [diamond()] * 10
+    reference = [rocksalt(5.64), diamond()]
+    out = gm._emd_spread(samples, reference, emd_samples=10, seed=0, draws=20)
+    assert out["density_emd_all_valid"] == pytest.approx(gm.density_emd(samples, reference))
+    assert out["num_elements_emd_all_valid"] == pytest.approx(gm.num_elements_emd(samples, reference))
+    assert out["density_emd_subset_sd"] > 0 and out["emd_subset_draws"] == 20
+    assert out == gm._emd_spread(samples, reference, emd_samples=10, seed=0, draws=20)  # seeded
+    few = gm._emd_spread(samples[:5], reference, emd_samples=10, seed=0)
+    assert "density_emd_subset_mean" not in few and "density_emd_all_valid" in few  # no subsets of fewer
+    assert gm._emd_spread([], reference, 10, 0) == {}
+
+
 # ----------------------------------------------------------------------------- uniqueness / novelty
 
 
