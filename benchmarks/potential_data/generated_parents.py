@@ -24,6 +24,9 @@ Usage::
 
 The output is a gzipped JSON list of ``{"id", "condition", "structure"}`` (pymatgen
 ``Structure.as_dict()``), written atomically; ids are ``generated:<condition>-s<seed>-<k>``.
+Each condition's kept samples are also saved on their own (``OUT.<condition>.part``) as
+soon as they are done, so a run that is stopped and started again with the same
+arguments skips the finished conditions.
 """
 
 from __future__ import annotations
@@ -61,6 +64,14 @@ def leaks(structure, held_out: dict[str, list], matcher) -> bool:
     return any(matcher.fit(structure, h) for h in same)
 
 
+def _write_gz(path: Path, obj) -> None:
+    """Gzipped JSON, written atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    with gzip.open(tmp, "wt") as fh:
+        json.dump(obj, fh)
+    os.replace(tmp, path)
+
+
 def parse_counts(text: str) -> dict[str, int]:
     counts = {}
     for part in text.split(","):
@@ -95,8 +106,19 @@ def main() -> None:
     known = set(source.energy_model().elements or [])
     matcher = StructureMatcher()
     rows, counts = [], {}
+    out = Path(args.out)
     for condition, n in args.n.items():
+        part = out.with_name(f"{out.name}.{condition}.part")
+        if part.exists():
+            with gzip.open(part, "rt") as fh:
+                saved = json.load(fh)
+            if saved.get("settings") == {"n": n, "seed": args.seed, "generator": args.generator, "model": args.model}:
+                rows += saved["rows"]
+                counts[condition] = saved["counts"]
+                print(condition, "(saved)", saved["counts"], flush=True)
+                continue
         t0 = time.perf_counter()
+        kept: list[dict] = []
         samples = source.get_structures(n, condition=condition, seed=args.seed, relax=True)
         c = {"sampled": len(samples), "unconverged": 0, "unknown_elements": 0, "held_out": 0}
         for k, s in enumerate(samples):
@@ -109,17 +131,16 @@ def main() -> None:
                 c["held_out"] += 1
             else:
                 s.properties = {}
-                rows.append({"id": f"generated:{condition}-s{args.seed}-{k}", "condition": condition,
+                kept.append({"id": f"generated:{condition}-s{args.seed}-{k}", "condition": condition,
                              "structure": s.as_dict()})
-        c["kept"] = c["sampled"] - c["unconverged"] - c["unknown_elements"] - c["held_out"]
+        c["kept"] = len(kept)
         c["seconds"] = round(time.perf_counter() - t0, 1)
         counts[condition] = c
+        rows += kept
         print(condition, c, flush=True)
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    with gzip.open(tmp, "wt") as fh:
-        json.dump(rows, fh)
-    os.replace(tmp, out)
+        _write_gz(part, {"settings": {"n": n, "seed": args.seed, "generator": args.generator, "model": args.model},
+                         "counts": c, "rows": kept})
+    _write_gz(out, rows)
     print(f"{len(rows)} parents written to {out}: {counts}")
 
 
