@@ -459,8 +459,9 @@ def evaluate_generation(
     ``COV_CUTOFFS`` of ``dataset`` over all samples with fingerprints of the valid ones
     only; the EMDs use a random subset of ``emd_samples`` valid samples (all valid ones if
     fewer) against all reference crystals, as CDVAE does, with the spread of that figure
-    over 50 subsets and the EMDs of all valid samples beside them (:func:`_emd_spread`); uniqueness and novelty (against ``training``)
-    are over the valid samples, optionally on seeded subsets. Pass ``reference_fps``
+    over 50 subsets and the EMDs of all valid samples beside them (:func:`_emd_spread`);
+    uniqueness and novelty (against ``training``) are over the valid samples, optionally
+    on seeded subsets. Pass ``reference_fps``
     (from ``fingerprints(reference)``) to reuse them across evaluations, and
     ``generated_fps`` (``fingerprints`` of ``generated``, rows of invalid samples are
     ignored) when they were computed before, e.g. in resumable chunks."""

@@ -65,7 +65,7 @@ class CoreRepulsion(nn.Module):
 
     def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         dtype = edge_vectors.dtype
-        radii = self.radii.to(dtype)
+        radii = self.radii.to(device=edge_vectors.device, dtype=dtype)  # also when added after .to(device)
         if graph.species_weights is not None:
             w = graph.species_weights.to(dtype)
             z = w @ torch.arange(w.shape[-1], device=w.device, dtype=dtype)
