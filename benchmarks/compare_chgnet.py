@@ -269,7 +269,8 @@ def accuracy_breakdown(model, records, db: Path, batch_size: int) -> dict:
         source, kind, parent = meta.get(rec.id, ("?", "?", "?"))
         for key, name in (("by_source", source), ("by_kind", kind)):
             groups[key].setdefault(name, []).append((de, df.mean()))
-        per_parent.setdefault(parent, []).append(de)
+        if parent != "?":  # frames without a parent id are not pooled into one "parent"
+            per_parent.setdefault(parent, []).append(de)
         symbols = np.array(rec.atoms.get_chemical_symbols())
         for el in set(symbols):
             per_element_e.setdefault(el, []).append(de)
@@ -702,7 +703,7 @@ def print_report(report: dict) -> None:
                 for name, v in acc.get(key, {}).items():
                     log(f"  {name:<22}{v['frames']:>6} frames  E {v['energy_mae_mev_per_atom']:7.1f} meV/atom"
                         f"  F {v['force_mae_mev_per_A']:7.1f} meV/Å")
-            if "energy_median_mev_per_atom" in acc:
+            if acc.get("worst_10_parents_share_of_energy_mae") is not None:
                 log(f"energy median error     {acc['energy_median_mev_per_atom']:.1f} meV/atom; the 10 worst of "
                     f"{acc['test_parents']} parents make {100 * acc['worst_10_parents_share_of_energy_mae']:.0f} % "
                     "of the energy MAE: " + ", ".join(f"{w['parent_id']} {w['energy_mae_mev_per_atom']:.0f}"

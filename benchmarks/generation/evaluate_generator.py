@@ -153,18 +153,28 @@ def _tag(args, config: str | None = None) -> str:
 
 
 def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
+    """The configuration's samples, from the cache if it was made with the same sampler
+    settings (the cache key names only the settings given on the command line; the
+    source's defaults are compared here, so a changed default is not passed off)."""
     path = out / "samples.json.gz"
+    source, relax = _configured(args, config)
+    sampler = source._sampler(source.flow.condition_index(dataset))
     if path.exists():
         structures, extra = _load_structures(path)
         if (extra.get("n"), extra.get("seed")) != (args.n, args.seed):
             raise SystemExit(f"{path} holds {extra.get('n')} samples of seed {extra.get('seed')}; "
                              f"use another --out or --fresh")
+        if "sampler" not in extra:
+            print(f"warning: {path} does not record its sampler settings (made before they were recorded); "
+                  f"today's are {sampler}", flush=True)
+        elif extra["sampler"] != sampler:
+            raise SystemExit(f"{path} was sampled with {extra['sampler']}, the source now uses {sampler}; "
+                             f"use another --out or --fresh")
         return structures, extra
-    source, relax = _configured(args, config)
     t0 = time.perf_counter()
     structures = source.get_structures(args.n, condition=dataset, seed=args.seed, valid_only=False, relax=relax)
     extra = {"n": args.n, "seed": args.seed, "seconds": time.perf_counter() - t0, "loadavg": os.getloadavg(),
-             "threads": args.threads}
+             "threads": args.threads, "sampler": sampler}
     _save_structures(path, structures, extra)
     return structures, extra
 

@@ -41,16 +41,24 @@ from pathlib import Path
 
 
 def held_out_parents(db: Path) -> dict[str, list]:
-    """``{reduced formula: [Structure, ...]}`` of the val/test parents of the database."""
+    """``{reduced formula: [Structure, ...]}``: one structure per val/test parent of the
+    database, its ``kind=parent`` frame if it has one, else any of its frames (a parent
+    whose own frame was skipped, e.g. for a large force, is held out all the same)."""
     import ase.db
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    out: dict[str, list] = defaultdict(list)
+    chosen: dict[str, tuple[bool, object]] = {}
     with ase.db.connect(db, use_lock_file=False) as conn:
         for split in ("val", "test"):
-            for row in conn.select(kind="parent", split=split):
-                s = AseAtomsAdaptor.get_structure(row.toatoms())
-                out[s.composition.reduced_formula].append(s)
+            for row in conn.select(split=split):
+                is_parent = row.get("kind") == "parent"
+                pid = row.get("parent_id", f"row {row.id}")
+                if pid not in chosen or (is_parent and not chosen[pid][0]):
+                    chosen[pid] = (is_parent, row.toatoms())
+    out: dict[str, list] = defaultdict(list)
+    for _, atoms in chosen.values():
+        s = AseAtomsAdaptor.get_structure(atoms)
+        out[s.composition.reduced_formula].append(s)
     return out
 
 
@@ -107,12 +115,17 @@ def main() -> None:
     matcher = StructureMatcher()
     rows, counts = [], {}
     out = Path(args.out)
+
+    def settings(n: int) -> dict:
+        return {"n": n, "seed": args.seed, "generator": args.generator, "model": args.model,
+                "db": str(Path(args.db).resolve())}
+
     for condition, n in args.n.items():
         part = out.with_name(f"{out.name}.{condition}.part")
         if part.exists():
             with gzip.open(part, "rt") as fh:
                 saved = json.load(fh)
-            if saved.get("settings") == {"n": n, "seed": args.seed, "generator": args.generator, "model": args.model}:
+            if saved.get("settings") == settings(n):
                 rows += saved["rows"]
                 counts[condition] = saved["counts"]
                 print(condition, "(saved)", saved["counts"], flush=True)
@@ -138,8 +151,7 @@ def main() -> None:
         counts[condition] = c
         rows += kept
         print(condition, c, flush=True)
-        _write_gz(part, {"settings": {"n": n, "seed": args.seed, "generator": args.generator, "model": args.model},
-                         "counts": c, "rows": kept})
+        _write_gz(part, {"settings": settings(n), "counts": c, "rows": kept})
     _write_gz(out, rows)
     print(f"{len(rows)} parents written to {out}: {counts}")
 

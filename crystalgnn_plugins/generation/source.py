@@ -42,13 +42,13 @@ DEFAULT_ENERGY_WEIGHTS = {"carbon_24": 0.3}
 #: longer move the atoms), so that is its default
 DEFAULT_COORD_SPEEDUPS: dict[str, float] = {"perov_5": 3.0}
 DEFAULT_TIME_POWERS = {"carbon_24": 2.0, "perov_5": 2.0}
-#: directed sampling, with a given composition (crystal structure prediction) or a property
-#: target, does better with plain uniform steps (perov_5 CSP, 379 test formulas: 63.9 %
-#: matched against 51.7 % with the speed-up and p = 2; heat_ref targeting: x4.2 more
-#: samples below the threshold and 87 % unique against x3.2 and 73 %), so unless asked
-#: otherwise it uses them
+#: directed sampling of perov_5, with a given composition (crystal structure prediction)
+#: or a property target, does better with plain uniform steps (CSP, 379 test formulas:
+#: 63.9 % matched against 51.7 % with the speed-up and p = 2; heat_ref targeting: x4.2
+#: more samples below the threshold and 87 % unique against x3.2 and 73 %), so unless
+#: asked otherwise it uses them; carbon_24 keeps its de novo setting (not measured)
 DEFAULT_DIRECTED_COORD_SPEEDUPS: dict[str, float] = {}
-DEFAULT_DIRECTED_TIME_POWERS: dict[str, float] = {}
+DEFAULT_DIRECTED_TIME_POWERS: dict[str, float] = {"carbon_24": 2.0}
 
 
 def _per_condition(
@@ -131,7 +131,8 @@ class CrystalStructureSource:
             (inference anti-annealing, FlowMM): sharper sites. One number, or a dict
             ``{condition: value}`` (others: 0); ``None``: ``DEFAULT_COORD_SPEEDUPS``
             (3 for perov_5, 0 for the others) and, with a given composition or a
-            property target, 0 (``DEFAULT_DIRECTED_COORD_SPEEDUPS``; likewise ``time_power``). ``{"carbon_24": 3, "perov_5": 3}`` gives
+            property target, 0 (``DEFAULT_DIRECTED_COORD_SPEEDUPS``; ``time_power``
+            likewise 1, except 2 for carbon_24). ``{"carbon_24": 3, "perov_5": 3}`` gives
             much more crystal-like carbon but more duplicate samples (docs/generation.md).
         time_power: step times ``1 - (1 - k / steps) ** time_power`` (1: uniform;
             larger: shorter steps near the end, see
@@ -244,16 +245,17 @@ class CrystalStructureSource:
         return _per_condition("energy_weight", energy_weight, self.flow.conditions, DEFAULT_ENERGY_WEIGHTS,
                               DEFAULT_ENERGY_WEIGHT)
 
-    def _sampler(self, cond: int, directed: bool = False) -> dict[str, float]:
+    def _sampler(self, cond: int, directed: bool = False, guided: bool = True) -> dict[str, float]:
         """``sample_flow`` settings of a condition (by index), for free generation or,
-        with ``directed``, for a given composition or property target."""
+        with ``directed``, for a given composition or property target; ``guided``:
+        guidance terms are used (else there is nothing to project)."""
         name = self.flow.conditions[cond]
         if directed:
             speedups, powers = self.directed_coord_speedups, self.directed_time_powers
         else:
             speedups, powers = self.coord_speedups, self.time_powers
         out = {"coord_speedup": speedups[name], "time_power": powers[name]}
-        if self.physics:
+        if self.physics and guided:
             out["projection_steps"] = self.projection_steps
         return out
 
@@ -429,10 +431,10 @@ class CrystalStructureSource:
             raw = sample_flow(
                 self.flow, counts[k : k + 1], cond[k : k + 1], z=z[k : k + 1],
                 species=None if species is None else species[: int(counts[0])],
-                steps=self.steps, generator=gen, **self._sampler(int(cond[k]), directed=composition is not None),
+                steps=self.steps, generator=gen, **self._sampler(int(cond[k]), directed=composition is not None, guided=False),
             )
             out.extend(self._to_structures(raw, cond[k : k + 1], seed, composition, None, ["latent"],
-                                           directed=composition is not None))
+                                           directed=composition is not None, guided=False))
         return out
 
     def interpolate(self, start: Any, end: Any, num: int = 5, *, condition: str | None = None, seed: int | None = 0) -> list:
@@ -445,7 +447,7 @@ class CrystalStructureSource:
         return self.decode(path, len(start), condition=condition, seed=seed)
 
     def _to_structures(self, raw, cond, seed, composition, chemsys, guidance, valid_only: bool = False,
-                       directed: bool = False) -> list:
+                       directed: bool = False, guided: bool = True) -> list:
         from pymatgen.core import Lattice, Structure
 
         sp = raw.species.cpu()
@@ -460,7 +462,7 @@ class CrystalStructureSource:
             s.properties["generation"] = {
                 "generator": "crystal_flow", "package_version": __version__, "seed": seed,
                 "condition": self.flow.conditions[int(cond[b])], "steps": self.steps,
-                **self._sampler(int(cond[b]), directed=directed),
+                **self._sampler(int(cond[b]), directed=directed, guided=guided),
                 "composition": None if composition is None else str(composition),
                 "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
                 "guidance": list(guidance),

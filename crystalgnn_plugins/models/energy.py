@@ -3,6 +3,7 @@ forces and stress by autograd."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,8 +70,28 @@ class EnergyModel(CrystalModel):
 
     def set_core_repulsion(self, enabled: bool) -> None:
         """Switch the ZBL core repulsion on or off (e.g. before fine-tuning a model
-        trained without it; the learned part then adapts to it)."""
-        self.core_repulsion = CoreRepulsion() if enabled else None
+        trained without it; the learned part then adapts to it).
+
+        Raises ``ValueError`` if the encoder's cutoff is shorter than the range of the
+        repulsion for the model's elements; warns if the encoder caps the neighbours
+        (a pair's two directed edges could then be cut unevenly)."""
+        if not enabled:
+            self.core_repulsion = None
+            return
+        repulsion = CoreRepulsion()
+        reach = repulsion.reach(self.elements)
+        if self.cutoff < reach:
+            raise ValueError(f"core repulsion acts up to {reach:.2f} Å for these elements, beyond the "
+                             f"encoder's cutoff of {self.cutoff} Å")
+        if self.max_neighbors is not None:
+            warnings.warn(f"the encoder keeps at most {self.max_neighbors} neighbours per atom: in very dense "
+                          "structures a close pair may lose one of its two edges and half its repulsion", stacklevel=2)
+        try:  # on the model's device and dtype
+            ref = next(self.parameters())
+            repulsion = repulsion.to(device=ref.device, dtype=ref.dtype)
+        except StopIteration:
+            pass
+        self.core_repulsion = repulsion
 
     # -------------------------------------------------------- normalisation
     def fit_normalisation(
@@ -78,7 +99,9 @@ class EnergyModel(CrystalModel):
     ) -> np.ndarray:
         """Fit per-element reference energies (eV) to total energies by (ridge)
         least squares on the composition; set ``shift``/``scale`` to the mean and
-        standard deviation of the per-atom residual. Returns the residuals (eV)."""
+        standard deviation of the per-atom residual. Returns the residuals (eV).
+        (The core repulsion, if on, is not subtracted first: it is zero in all but
+        the most compressed frames.)"""
         energies = np.asarray(energies, dtype=float)
         counts = np.zeros((len(numbers), MAX_Z + 1))
         for row, zs in enumerate(numbers):

@@ -62,6 +62,16 @@ class CoreRepulsion(nn.Module):
             raise ValueError(f"core repulsion: need 0 < inner < outer, got inner={inner}, outer={outer}")
         self.inner, self.outer = float(inner), float(outer)
         self.register_buffer("radii", torch.as_tensor(covalent_radii, dtype=torch.float32), persistent=False)
+        # saved with the weights, so that a checkpoint trained with the repulsion does not load
+        # silently into a model without it (or the other way round)
+        self.register_buffer("switch_range", torch.tensor([self.inner, self.outer]))
+
+    def reach(self, elements: list[str] | None = None) -> float:
+        """Largest distance (Å) at which the repulsion acts for these elements (all if ``None``)."""
+        from ase.data import atomic_numbers
+
+        radius = max(covalent_radii[atomic_numbers[e]] for e in elements) if elements else float(max(covalent_radii))
+        return 2.0 * self.outer * radius
 
     def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         dtype = edge_vectors.dtype

@@ -199,6 +199,14 @@ def test_evaluate_generator_end_to_end(csvs, named_generator, energy_model_dir, 
     assert (out / "perov_5" / "plain_steps3_speedup5" / "samples.json.gz").is_file()
     assert _same(res["plain_steps3"], results["perov_5"]["plain_steps3"])
 
+    # a changed sampler default is not passed off as the cached samples: refused
+    from crystalgnn_plugins.generation import source as source_module
+
+    with monkeypatch.context() as m:
+        m.setattr(source_module, "DEFAULT_TIME_POWERS", {"perov_5": 3.0})
+        with pytest.raises(SystemExit, match="time_power"):
+            _run(m, [*base, "--steps", "3", "--sections", "metrics", "--datasets", "perov_5", "--configs", "plain"])
+
     # another --n with the same --out: refused, pointing at --fresh
     argv[argv.index("--n") + 1] = "7"
     with pytest.raises(SystemExit, match="--fresh"):

@@ -279,6 +279,7 @@ def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatc
 
     monkeypatch.setattr(source_module, "DEFAULT_COORD_SPEEDUPS", {"carbon": 3.0})
     monkeypatch.setattr(source_module, "DEFAULT_TIME_POWERS", {"carbon": 2.0})
+    monkeypatch.setattr(source_module, "DEFAULT_DIRECTED_TIME_POWERS", {"carbon": 1.5})
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=3, physics=False)
     assert src.coord_speedups == {"carbon": 3.0, "perov": 0.0} and src.time_powers == {"carbon": 2.0, "perov": 1.0}
     seen = []
@@ -296,11 +297,11 @@ def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatc
     assert perov[0].properties["generation"]["time_power"] == 1.0
     # directed sampling (a given composition, or a property target) keeps plain uniform steps by default
     csp = src.get_structures(1, composition="C6", condition="carbon", seed=0)
-    assert seen[-1] == (0.0, 1.0) and csp[0].properties["generation"]["coord_speedup"] == 0.0
+    assert seen[-1] == (0.0, 1.5) and csp[0].properties["generation"]["coord_speedup"] == 0.0
     from crystalgnn_plugins.generation import RepulsionTerm
 
     targeted = src.get_structures(1, condition="carbon", seed=0, target=RepulsionTerm())
-    assert seen[-1] == (0.0, 1.0) and targeted[0].properties["generation"]["time_power"] == 1.0
+    assert seen[-1] == (0.0, 1.5) and targeted[0].properties["generation"]["time_power"] == 1.5
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, coord_speedup=1.0, time_power={"perov": 1.5})
     assert src.coord_speedups == {"carbon": 1.0, "perov": 1.0} and src.time_powers == {"carbon": 1.0, "perov": 1.5}
     # asked for: used in every mode
@@ -326,6 +327,7 @@ def test_encode_decode_interpolate(source, dataset):
     decoded = source.decode(z, 5, condition="perov")
     assert len(decoded) == 3 and all(len(s) == 5 for s in decoded)
     assert decoded[0].properties["generation"]["guidance"] == ["latent"]
+    assert "projection_steps" not in decoded[0].properties["generation"]  # no guidance: nothing projected
     again = source.decode(z, 5, condition="perov")
     assert same_structures(decoded, again)  # same seed, same codes: same crystals
     sto = source.decode(z[:2], 5, condition="perov", composition="SrTiO3")

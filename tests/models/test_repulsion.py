@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from ase import Atoms
-from ase.data import atomic_numbers, covalent_radii
+from ase.data import covalent_radii
 
 from crystalgnn_plugins.models import EnergyModel, load_model, save_model
 from crystalgnn_plugins.models.repulsion import (
@@ -21,7 +21,7 @@ from crystalgnn_plugins.models.repulsion import (
 from crystalgnn_plugins.testing import EncoderConformance
 from crystalgnn_plugins.testing.structures import random_crystal
 
-PAINN = {"atom_features": 8, "num_layers": 1, "cutoff": 3.0}
+PAINN = {"atom_features": 8, "num_layers": 1, "cutoff": 3.5}  # the repulsion reaches 3.1 Å (Fr-Fr)
 
 
 def _zbl_numpy(z1: float, z2: float, r: float) -> float:
@@ -92,17 +92,45 @@ def test_saved_and_loaded_with_the_repulsion(tmp_path):
     assert off.get_config()["core_repulsion"] is True
 
 
-def test_soft_one_hot_species_give_the_hard_result():
-    model = _model(True)
-    atoms = random_crystal(3, 4, ("C", "O"), volume_per_atom=5.0, min_distance=0.6)
-    g = model.graph(atoms).to(dtype=torch.float64)
-    hard = model(g, compute_stress=False)["energy"]
-    weights = torch.zeros(len(atoms), 119, dtype=torch.float64)
-    weights[torch.arange(len(atoms)), g.atomic_numbers] = 1.0
+def test_soft_species_one_hot_and_mixed():
     from dataclasses import replace
 
-    soft = model(replace(g, species_weights=weights), compute_stress=False)["energy"]
-    assert torch.allclose(hard, soft)
+    model = _model(True)
+    atoms = TestPaiNNWithCoreRepulsion().crystal(3)  # has a pair inside the switching range
+    g = model.graph(atoms).to(dtype=torch.float64)
+    repulsion = model.core_repulsion(g, g.edge_vectors(g.positions, g.cell))
+    assert repulsion.sum().item() > 1e-3
+    weights = torch.zeros(len(atoms), 119, dtype=torch.float64)
+    weights[torch.arange(len(atoms)), g.atomic_numbers] = 1.0
+    soft = model.core_repulsion(replace(g, species_weights=weights), g.edge_vectors(g.positions, g.cell))
+    torch.testing.assert_close(soft, repulsion)
+    # half C, half Si everywhere: the weighted mean Z (10) and covalent radius
+    mixed = torch.zeros_like(weights)
+    mixed[:, 6] = mixed[:, 14] = 0.5
+    d = 0.45
+    pair = Atoms("CC", positions=[[0, 0, 0], [d, 0, 0]], cell=[12, 12, 12], pbc=True)
+    gp = model.graph(pair).to(dtype=torch.float64)
+    got = model.core_repulsion(replace(gp, species_weights=mixed[:2]), gp.edge_vectors(gp.positions, gp.cell)).sum()
+    bond = 0.5 * (covalent_radii[6] + covalent_radii[14]) * 2
+    switch = smooth_switch(torch.tensor(d), torch.tensor(DEFAULT_INNER * bond), torch.tensor(DEFAULT_OUTER * bond))
+    assert got.item() == pytest.approx(_zbl_numpy(10, 10, d) * switch.item(), rel=2e-3)
+
+
+def test_checkpoint_with_and_without_repulsion_do_not_mix():
+    with_rep, without = _model(True), _model(False)
+    with pytest.raises(RuntimeError, match="switch_range"):
+        without.load_state_dict(with_rep.state_dict())
+    with pytest.raises(RuntimeError, match="switch_range"):
+        with_rep.load_state_dict(without.state_dict())
+
+
+def test_cutoff_must_cover_the_repulsion_and_neighbour_caps_warn():
+    with pytest.raises(ValueError, match="beyond the encoder's cutoff"):
+        EnergyModel("painn", {"atom_features": 8, "num_layers": 1, "cutoff": 2.5}, core_repulsion=True)
+    light = EnergyModel("painn", {"atom_features": 8, "num_layers": 1, "cutoff": 2.5}, elements=["C", "O"])
+    light.set_core_repulsion(True)  # C and O reach only 0.91 Å
+    with pytest.warns(UserWarning, match="neighbours per atom"):
+        EnergyModel("cgcnn", {"atom_features": 8, "num_conv": 1}, core_repulsion=True)
 
 
 def test_bad_switch_range_rejected():
@@ -140,4 +168,3 @@ def test_conformance_crystals_exercise_the_repulsion():
     atoms = kit.crystal(0)
     g = model.graph(atoms).to(dtype=torch.float64)
     assert (model(g)["energy"] - plain(g)["energy"]).abs().item() > 1e-3
-    assert atomic_numbers["Si"] in atoms.numbers or atomic_numbers["C"] in atoms.numbers
