@@ -289,10 +289,12 @@ def num_elements_emd(generated: Sequence[Structure], reference: Sequence[Structu
     """Wasserstein-1 distance between the numbers of distinct species per crystal."""
     from scipy.stats import wasserstein_distance
 
-    def count(structures: Sequence[Structure]) -> list[int]:
-        return [len(set(s.species)) for s in structures]
+    return float(wasserstein_distance(_num_elements(generated), _num_elements(reference)))
 
-    return float(wasserstein_distance(count(generated), count(reference)))
+
+def _num_elements(structures: Sequence[Structure]) -> list[int]:
+    """Distinct species per crystal."""
+    return [len(set(s.species)) for s in structures]
 
 
 # ----------------------------------------------------------------------------- uniqueness / novelty
@@ -422,9 +424,9 @@ def _emd_spread(valid: Sequence[Structure], reference: Sequence[Structure], emd_
     if not valid:
         return {}
     dens = np.array([s.density for s in valid])
-    nel = np.array([len(set(s.species)) for s in valid])
+    nel = np.array(_num_elements(valid))
     ref_dens = [s.density for s in reference]
-    ref_nel = [len(set(s.species)) for s in reference]
+    ref_nel = _num_elements(reference)
     out = {"density_emd_all_valid": float(wasserstein_distance(dens, ref_dens)),
            "num_elements_emd_all_valid": float(wasserstein_distance(nel, ref_nel))}
     if len(valid) > emd_samples:

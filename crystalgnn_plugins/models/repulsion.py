@@ -22,7 +22,7 @@ derivatives continuous).
 from __future__ import annotations
 
 import torch
-from ase.data import covalent_radii
+from ase.data import atomic_numbers, covalent_radii
 from torch import nn
 
 from crystalgnn_plugins.graph import CrystalGraph
@@ -68,8 +68,6 @@ class CoreRepulsion(nn.Module):
 
     def reach(self, elements: list[str] | None = None) -> float:
         """Largest distance (Å) at which the repulsion acts for these elements (all if ``None``)."""
-        from ase.data import atomic_numbers
-
         radius = max(covalent_radii[atomic_numbers[e]] for e in elements) if elements else float(max(covalent_radii))
         return 2.0 * self.outer * radius
 
