@@ -58,6 +58,14 @@ def _oversample(records, db: str, factors: dict[str, int]) -> list:
     return out
 
 
+def _selections(exclude_sources=()) -> dict[str, str]:
+    """ASE database selections of the three splits; the training split without the
+    frames of ``exclude_sources`` (validation and test stay whole, comparable between runs)."""
+    out = {s: f"split={s}" for s in ("train", "val", "test")}
+    out["train"] += "".join(f",source!={src}" for src in exclude_sources)
+    return out
+
+
 def _export(model, train_set, test_set, args) -> None:
     """Rebuild the model of a checkpoint, save it and print its test errors."""
     from pathlib import Path
@@ -102,6 +110,10 @@ def main() -> None:
         "--oversample", type=_option, action="append", default=[], metavar="SOURCE=FACTOR",
         help="repeat the training frames of a parent source FACTOR times per epoch (e.g. element=2)",
     )
+    ap.add_argument(
+        "--exclude-source", action="append", default=[], metavar="SOURCE",
+        help="leave out the training frames of a parent source (e.g. generated); val/test are kept",
+    )
     ap.add_argument("--max-val", type=int, default=2000)
     ap.add_argument("--max-time", default=None, help="stop after DD:HH:MM:SS (then --resume)")
     ap.add_argument("--seed", type=int, default=0)
@@ -112,6 +124,11 @@ def main() -> None:
         help="start from the weights, element references and energy scale of a saved model (a directory, "
         "or a registered name such as 'default': continue training the shipped model); the encoder "
         "options are then those of that model",
+    )
+    ap.add_argument(
+        "--widen", type=int, default=None, metavar="FEATURES",
+        help="with --init-from: widen the PaiNN model to FEATURES per atom, keeping its predictions "
+        "(new channels start with zero influence, crystalgnn_plugins.training.widen)",
     )
     ap.add_argument(
         "--core-repulsion", action="store_true",
@@ -126,7 +143,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
-    splits = {s: read_ase_db(args.db, selection=f"split={s}", targets=["energy", "forces", "stress"]) for s in ("train", "val", "test")}
+    splits = {
+        s: read_ase_db(args.db, selection=sel, targets=["energy", "forces", "stress"])
+        for s, sel in _selections(args.exclude_source).items()
+    }
     print(f"read {', '.join(f'{k} {len(v)}' for k, v in splits.items())} frames in {time.perf_counter() - t0:.0f} s", flush=True)
     train_set = _subsample(splits["train"], args.max_train, args.seed)
     train_set = _oversample(train_set, args.db, {k: int(v) for k, v in args.oversample})
@@ -147,6 +167,13 @@ def main() -> None:
         if not isinstance(model, EnergyModel):
             raise SystemExit(f"--init-from {args.init_from}: not an energy model ({type(model).__name__})")
         print(f"starting from {args.init_from} ({model.num_parameters} parameters)", flush=True)
+        if args.widen:
+            from crystalgnn_plugins.training.widen import widen_energy_model
+
+            model = widen_energy_model(model, args.widen)
+            print(f"widened to {args.widen} features ({model.num_parameters} parameters)", flush=True)
+    elif args.widen:
+        raise SystemExit("--widen needs --init-from (the model to widen)")
     else:
         model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
     if args.core_repulsion:

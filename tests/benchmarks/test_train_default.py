@@ -43,3 +43,13 @@ def test_oversample_names_an_unknown_source(tmp_path):
     train = read_ase_db(path, selection="split=train", targets=["energy"])
     with pytest.raises(SystemExit, match="elements"):
         T._oversample(train, path, {"elements": 2})
+
+
+def test_excluded_sources_leave_the_training_split_only(tmp_path):
+    path = _db(tmp_path)
+    sel = T._selections(["element"])
+    train = read_ase_db(path, selection=sel["train"], targets=["energy"])
+    test = read_ase_db(path, selection=sel["test"], targets=["energy"])
+    assert [r.id for r in train] == ["f0", "f3"]
+    assert [r.id for r in test] == ["f2"]  # an element frame, kept in the test split
+    assert T._selections() == {"train": "split=train", "val": "split=val", "test": "split=test"}

@@ -1,0 +1,86 @@
+"""Function-preserving widening of a trained PaiNN energy model (Net2Net-style).
+
+A model with ``F`` features per atom is copied into one with ``F' > F``: every
+weight between old channels is copied, every weight from a new channel into an
+old one is zero, and the weights into the new channels keep the fresh model's
+random initialisation. The old channels therefore compute exactly what they
+computed before, the new channels take no part in the output at first (energy,
+forces and stress unchanged), and training can use them from the first step
+(their outgoing weights get gradients because their activations are not zero).
+Continuing training of a wider model from a trained narrow one costs far less
+than training the wider model from scratch.
+
+Feature dimensions of the PaiNN layers come in chunks (the message MLP gives
+``n F`` gate values, the update MLP ``3 F``, ``U`` and ``V`` are one ``2 F``
+matrix, the update MLP reads ``[s, |V v|]``): old channel ``c`` of chunk ``k`` moves
+from ``k F + c`` to ``k F' + c``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from crystalgnn_plugins.models.energy import EnergyModel
+
+
+def _old_index(size_old: int, size_new: int, features_old: int, features_new: int) -> torch.Tensor | None:
+    """Positions in the new dimension of the old entries (``None``: dimension unchanged)."""
+    if size_old == size_new:
+        return None
+    chunks = size_old // features_old
+    if chunks * features_old != size_old or chunks * features_new != size_new:
+        raise ValueError(f"dimension {size_old} -> {size_new} is not a multiple of the features {features_old} -> {features_new}")
+    return torch.cat([k * features_new + torch.arange(features_old) for k in range(chunks)])
+
+
+def _all(size: int) -> torch.Tensor:
+    return torch.arange(size)
+
+
+@torch.no_grad()
+def widen_energy_model(model: EnergyModel, atom_features: int) -> EnergyModel:
+    """A copy of ``model`` (PaiNN encoder) with ``atom_features`` features per atom
+    that gives the same energies, forces and stresses (to float rounding).
+
+    Raises:
+        ValueError: not a PaiNN energy model, or ``atom_features`` not larger.
+    """
+    if not isinstance(model, EnergyModel) or model.encoder_name != "painn":
+        raise ValueError(f"only a PaiNN energy model can be widened (got {type(model).__name__} with {getattr(model, 'encoder_name', '?')!r})")
+    f_old = int(model.encoder.get_config()["atom_features"])
+    if atom_features <= f_old:
+        raise ValueError(f"atom_features must exceed the model's {f_old}, got {atom_features}")
+    config = model.get_config()
+    config["encoder_kwargs"] = {**config["encoder_kwargs"], "atom_features": int(atom_features)}
+    wide = type(model).from_config(config)
+    wide.to(dtype=next(model.parameters()).dtype)
+    old_modules = dict(model.named_modules())
+    done: set[str] = set()
+    for name, new in wide.named_modules():
+        old = old_modules.get(name)
+        if isinstance(new, nn.Linear):
+            out_old, in_old = old.weight.shape
+            out_new, in_new = new.weight.shape
+            rows = _old_index(out_old, out_new, f_old, atom_features)
+            cols = _old_index(in_old, in_new, f_old, atom_features)
+            rows = _all(out_new) if rows is None else rows
+            cols_all = _all(in_new) if cols is None else cols
+            new.weight[rows] = 0.0  # an old output reads no new input ...
+            new.weight[rows.unsqueeze(1), cols_all.unsqueeze(0)] = old.weight  # ... and the old inputs as before
+            if new.bias is not None:
+                new.bias[rows] = old.bias
+            done.update(f"{name}.{p}" for p in ("weight", "bias") if getattr(new, p) is not None)
+        elif isinstance(new, nn.Embedding):
+            cols = _old_index(old.weight.shape[1], new.weight.shape[1], f_old, atom_features)
+            new.weight[:, _all(new.weight.shape[1]) if cols is None else cols] = old.weight
+            done.add(f"{name}.weight")
+    old_state = model.state_dict()
+    state = wide.state_dict()
+    for key, value in old_state.items():
+        if key in done:
+            continue
+        if state[key].shape != value.shape:
+            raise ValueError(f"cannot widen {key}: shape {tuple(value.shape)} -> {tuple(state[key].shape)}")
+        state[key].copy_(value)
+    return wide

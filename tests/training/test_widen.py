@@ -1,0 +1,76 @@
+"""Function-preserving widening of a PaiNN energy model."""
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from crystalgnn_plugins.models import EnergyModel, load_model, save_model
+from crystalgnn_plugins.training.widen import widen_energy_model
+
+
+def _model(**kwargs) -> EnergyModel:
+    torch.manual_seed(0)
+    model = EnergyModel("painn", {"atom_features": 8, "num_layers": 2, "cutoff": 4.0, "num_radial": 6}, hidden=12, **kwargs)
+    model.set_elements(["Na", "Cl", "Si"])
+    # non-trivial buffers too: they must be carried over
+    with torch.no_grad():
+        model.reference_energies[[11, 14, 17]] = torch.tensor([-1.3, -5.4, -1.8])
+        model.scale.fill_(0.7)
+        model.shift.fill_(0.2)
+    return model.double().eval()
+
+
+def _crystals():
+    nacl = bulk("NaCl", "rocksalt", 5.6).repeat((2, 1, 1))
+    nacl.rattle(0.1, seed=1)
+    si = bulk("Si", "diamond", 5.43)
+    si.rattle(0.05, seed=2)
+    si.set_cell(si.cell.array @ np.array([[1.0, 0.02, 0], [0.02, 0.98, 0], [0, 0, 1.01]]), scale_atoms=True)
+    return [nacl, si]
+
+
+def _predict(model, crystals):
+    out = model(model.graphs(crystals), compute_forces=True, compute_stress=True)
+    return {k: out[k].detach() for k in ("energy", "forces", "stress")}
+
+
+@pytest.mark.parametrize("core_repulsion", [False, True])
+def test_widened_model_predicts_the_same(core_repulsion):
+    model = _model(core_repulsion=core_repulsion)
+    wide = widen_energy_model(model, 13).eval()
+    assert wide.encoder.get_config()["atom_features"] == 13
+    assert wide.num_parameters > model.num_parameters
+    assert wide.elements == model.elements
+    assert (wide.core_repulsion is None) == (not core_repulsion)
+    before, after = _predict(model, _crystals()), _predict(wide, _crystals())
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-10)
+
+
+def test_new_channels_learn():
+    """The new channels start with no influence but get gradients: one descent step
+    changes the weights that read them."""
+    wide = widen_energy_model(_model(), 16)
+    out = wide(wide.graphs(_crystals()), compute_forces=True, compute_stress=True, create_graph=True)
+    (out["energy"].sum() + out["forces"].pow(2).sum()).backward()
+    grad = wide.head[0].weight.grad
+    assert grad[:, 8:].abs().sum() > 0  # the readout's weights on the new features
+    assert wide.head[0].weight[:, 8:].abs().sum() == 0  # which start at zero
+    phi = wide.encoder.messages[1].phi[0].weight
+    assert phi.grad[:8, 8:].abs().sum() > 0 and phi[:8, 8:].abs().sum() == 0
+
+
+def test_widened_model_saves_and_loads(tmp_path):
+    wide = widen_energy_model(_model(), 12)
+    loaded = load_model(save_model(wide, tmp_path / "wide")).double().eval()
+    before, after = _predict(wide.eval(), _crystals()), _predict(loaded, _crystals())
+    torch.testing.assert_close(after["energy"], before["energy"])
+
+
+def test_widen_refuses_other_models():
+    with pytest.raises(ValueError, match="must exceed"):
+        widen_energy_model(_model(), 8)
+    cgcnn = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0})
+    with pytest.raises(ValueError, match="only a PaiNN"):
+        widen_energy_model(cgcnn, 16)
