@@ -13,7 +13,7 @@ import torch
 from crystalgnn_plugins.encoders.base import Encoder
 from crystalgnn_plugins.graph import CrystalGraph
 from crystalgnn_plugins.models.base import CrystalModel, _mlp, pool_sum
-from crystalgnn_plugins.models.repulsion import CoreRepulsion
+from crystalgnn_plugins.models.repulsion import DEFAULT_INNER, DEFAULT_OUTER, CoreRepulsion
 
 MAX_Z = 118
 
@@ -30,7 +30,7 @@ class EnergyModel(CrystalModel):
     an isolated atom of that element, and the force on it is zero.
 
     With ``core_repulsion=True`` each atom also gets its share of the ZBL screened
-    nuclear repulsion of pairs closer than 0.6 of their covalent bond length
+    nuclear repulsion of pairs closer than 0.4 of their covalent bond length
     (:class:`~crystalgnn_plugins.models.repulsion.CoreRepulsion`), so that the
     energy rises steeply where the training data have no pairs.
 
@@ -68,9 +68,11 @@ class EnergyModel(CrystalModel):
             config["core_repulsion"] = True
         return config
 
-    def set_core_repulsion(self, enabled: bool) -> None:
+    def set_core_repulsion(self, enabled: bool, inner: float | None = None, outer: float | None = None) -> None:
         """Switch the ZBL core repulsion on or off (e.g. before fine-tuning a model
-        trained without it; the learned part then adapts to it).
+        trained without it; the learned part then adapts to it). ``inner``/``outer``:
+        switching range as fractions of the covalent bond length (default 0.2-0.4;
+        saved with the weights).
 
         Raises ``ValueError`` if the encoder's cutoff is shorter than the range of the
         repulsion for the model's elements; warns if the encoder caps the neighbours
@@ -78,7 +80,9 @@ class EnergyModel(CrystalModel):
         if not enabled:
             self.core_repulsion = None
             return
-        repulsion = CoreRepulsion()
+        repulsion = CoreRepulsion(
+            DEFAULT_INNER if inner is None else inner, DEFAULT_OUTER if outer is None else outer
+        )
         reach = repulsion.reach(self.elements)
         if self.cutoff < reach:
             raise ValueError(f"core repulsion acts up to {reach:.2f} Å for these elements, beyond the "

@@ -66,7 +66,7 @@ def test_energy_difference_is_the_switched_zbl_of_the_close_pair():
         diff = with_rep(g, compute_stress=False)["energy"] - without(g, compute_stress=False)["energy"]
         switch = smooth_switch(torch.tensor(d), torch.tensor(DEFAULT_INNER * bond), torch.tensor(DEFAULT_OUTER * bond))
         assert diff.item() == pytest.approx(_zbl_numpy(14, 8, d) * switch.item(), rel=2e-3, abs=1e-12)
-    assert diff.item() == 0.0  # 1.5 Å: beyond 0.6 of the Si-O bond length, no repulsion at all
+    assert diff.item() == 0.0  # 1.5 Å: beyond 0.4 of the Si-O bond length, no repulsion at all
 
 
 def test_dimer_energy_rises_steeply_at_short_range():
@@ -96,6 +96,7 @@ def test_soft_species_one_hot_and_mixed():
     from dataclasses import replace
 
     model = _model(True)
+    model.set_core_repulsion(True, *KIT_RANGE)
     atoms = TestPaiNNWithCoreRepulsion().crystal(3)  # has a pair inside the switching range
     g = model.graph(atoms).to(dtype=torch.float64)
     repulsion = model.core_repulsion(g, g.edge_vectors(g.positions, g.cell))
@@ -112,8 +113,19 @@ def test_soft_species_one_hot_and_mixed():
     gp = model.graph(pair).to(dtype=torch.float64)
     got = model.core_repulsion(replace(gp, species_weights=mixed[:2]), gp.edge_vectors(gp.positions, gp.cell)).sum()
     bond = 0.5 * (covalent_radii[6] + covalent_radii[14]) * 2
-    switch = smooth_switch(torch.tensor(d), torch.tensor(DEFAULT_INNER * bond), torch.tensor(DEFAULT_OUTER * bond))
+    switch = smooth_switch(torch.tensor(d), torch.tensor(KIT_RANGE[0] * bond), torch.tensor(KIT_RANGE[1] * bond))
     assert got.item() == pytest.approx(_zbl_numpy(10, 10, d) * switch.item(), rel=2e-3)
+
+
+def test_a_saved_switch_range_is_kept(tmp_path):
+    """A model keeps the range it was saved with, whatever the current default."""
+    model = _model(False)
+    model.set_core_repulsion(True, inner=0.3, outer=0.6)
+    loaded = load_model(save_model(model, tmp_path / "m")).double()
+    assert (loaded.core_repulsion.inner, loaded.core_repulsion.outer) == pytest.approx((0.3, 0.6))
+    g = model.graph(_dimer(("Si", "O"), 0.9)).to(dtype=torch.float64)  # 0.51 of the bond: only in 0.3-0.6
+    assert loaded(g)["energy"].item() == pytest.approx(model(g)["energy"].item())
+    assert model(g)["energy"].item() > _model(True)(g)["energy"].item() + 1.0
 
 
 def test_checkpoint_with_and_without_repulsion_do_not_mix():
@@ -126,9 +138,11 @@ def test_checkpoint_with_and_without_repulsion_do_not_mix():
 
 def test_cutoff_must_cover_the_repulsion_and_neighbour_caps_warn():
     with pytest.raises(ValueError, match="beyond the encoder's cutoff"):
-        EnergyModel("painn", {"atom_features": 8, "num_layers": 1, "cutoff": 2.5}, core_repulsion=True)
-    light = EnergyModel("painn", {"atom_features": 8, "num_layers": 1, "cutoff": 2.5}, elements=["C", "O"])
-    light.set_core_repulsion(True)  # C and O reach only 0.91 Å
+        EnergyModel("painn", {"atom_features": 8, "num_layers": 1, "cutoff": 1.5}, core_repulsion=True)
+    light = EnergyModel("painn", {"atom_features": 8, "num_layers": 1, "cutoff": 1.5}, elements=["C", "O"])
+    light.set_core_repulsion(True)  # C and O reach only 0.61 Å
+    with pytest.raises(ValueError, match="beyond the encoder's cutoff"):
+        light.set_core_repulsion(True, outer=1.2)  # 1.82 Å
     with pytest.warns(UserWarning, match="neighbours per atom"):
         EnergyModel("cgcnn", {"atom_features": 8, "num_conv": 1}, core_repulsion=True)
 
@@ -136,6 +150,11 @@ def test_cutoff_must_cover_the_repulsion_and_neighbour_caps_warn():
 def test_bad_switch_range_rejected():
     with pytest.raises(ValueError, match="inner"):
         CoreRepulsion(inner=0.7, outer=0.6)
+
+
+#: a wider switching range than the default, so that random crystals have pairs in it
+#: (the default range starts below any pair of the teacher data)
+KIT_RANGE = (0.3, 0.6)
 
 
 class TestPaiNNWithCoreRepulsion(EncoderConformance):
@@ -147,7 +166,7 @@ class TestPaiNNWithCoreRepulsion(EncoderConformance):
 
     def make_energy_model(self):
         model = super().make_energy_model()
-        model.set_core_repulsion(True)
+        model.set_core_repulsion(True, *KIT_RANGE)
         return model
 
     def crystal(self, seed: int, num_atoms: int = 5) -> Atoms:
@@ -156,7 +175,7 @@ class TestPaiNNWithCoreRepulsion(EncoderConformance):
         z = atoms.numbers
         bond = covalent_radii[z][:, None] + covalent_radii[z][None, :]
         ratio = (d / bond)[~np.eye(len(atoms), dtype=bool)]
-        assert ((ratio > DEFAULT_INNER) & (ratio < DEFAULT_OUTER)).any(), "no pair in the switching range"
+        assert ((ratio > KIT_RANGE[0]) & (ratio < KIT_RANGE[1])).any(), "no pair in the switching range"
         return atoms
 
 
