@@ -5,7 +5,8 @@ A term maps the *predicted clean crystal* of a sampling step (soft species
 lattice rows ``(B, 3, 3)`` in Å) to one value per crystal ``(B,)`` to be
 minimised. The sampler pushes the velocities down its gradient, scaled by the
 term's ``weight``; a term whose ``guides_lattice`` is ``False`` moves only the
-atoms (and species), never the lattice. The same terms can be used as training losses.
+atoms (and species), never the lattice; a term with an ``active(conditions)``
+method returning ``False`` for a batch's conditions is left out of that batch. The same terms can be used as training losses.
 
 Built in:
 
@@ -120,6 +121,11 @@ class EnergyTerm:
         self.pressure = None if pressure is None else float(pressure)
         self.condition_weights = {str(k): float(v) for k, v in (condition_weights or {}).items()}
         self.guides_lattice = bool(guides_lattice)
+
+    def active(self, conditions: set[str]) -> bool:
+        """Whether the term acts on crystals of these conditions (a zero weight for
+        all of them: the sampler skips the energy model altogether)."""
+        return self.weight != 0 and any(self.condition_weights.get(c, 1.0) != 0 for c in conditions)
 
     def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
         known = self.model.elements  # None: the model takes any element

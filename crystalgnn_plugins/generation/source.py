@@ -92,6 +92,12 @@ def _is_valid(structure, min_distance: float = 0.5) -> bool:
     return bool(dm.min() > min_distance) and min(structure.lattice.abc) > min_distance
 
 
+def _active_terms(terms: list, conditions: set[str]) -> list:
+    """The guidance terms that act on crystals of these conditions (a term without an
+    ``active`` method always acts)."""
+    return [t for t in terms if not hasattr(t, "active") or t.active(conditions)]
+
+
 def _atom_chunks(counts: torch.Tensor, max_atoms: int) -> list[tuple[int, int]]:
     """Consecutive crystal ranges ``[a, b)`` of at most ``max_atoms`` atoms each
     (a crystal larger than that forms its own range)."""
@@ -377,14 +383,15 @@ class CrystalStructureSource:
                 counts, species, allowed, cond = self._plan(m, composition, chemsys, num_atoms, condition, rng)
                 for a, b in _atom_chunks(counts, self.max_batch_atoms):
                     first, last = int(counts[:a].sum()), int(counts[:b].sum())
+                    active = _active_terms(terms, {self.flow.conditions[int(c)] for c in cond[a:b]})
                     raw = sample_flow(
                         self.flow, counts[a:b], cond[a:b], species=None if species is None else species[first:last],
-                        allowed=None if allowed is None else allowed[a:b], steps=self.steps, guidance=terms,
+                        allowed=None if allowed is None else allowed[a:b], steps=self.steps, guidance=active,
                         guidance_start=self.guidance_start, generator=gen,
                         **self._sampler(int(cond[a]), directed=directed),
                     )
                     out.extend(self._to_structures(
-                        raw, cond[a:b], seed, composition, chemsys, [type(t).__name__ for t in terms], valid_only,
+                        raw, cond[a:b], seed, composition, chemsys, [type(t).__name__ for t in active], valid_only,
                         directed=directed,
                     ))
         if len(out) < n:

@@ -270,6 +270,27 @@ def test_energy_weights_per_condition(model_dir, tiny_energy_model):
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_weight={"mp_20": 0.3})
 
 
+def test_zero_energy_weight_skips_the_energy_model(model_dir, tiny_energy_model, monkeypatch):
+    """A condition whose energy weight is 0 is sampled without evaluating the potential
+    (the cost of the guidance), and its provenance lists only the terms that acted."""
+    calls = []
+    original = type(tiny_energy_model).atomic_energies
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tiny_energy_model), "atomic_energies", counting)
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4,
+                                 energy_weight={"carbon": 0.3, "perov": 0.0})
+    out = src.get_structures(2, condition="perov", seed=0)
+    assert not calls
+    assert out[0].properties["generation"]["guidance"] == ["RepulsionTerm"]
+    out = src.get_structures(2, condition="carbon", seed=0)
+    assert calls
+    assert out[0].properties["generation"]["guidance"] == ["RepulsionTerm", "EnergyTerm"]
+
+
 def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatch):
     """``coord_speedup``/``time_power``: measured defaults per condition, one number for
     all, or a dict; each batch is integrated with its condition's settings, which the
