@@ -6,7 +6,8 @@ lattice rows ``(B, 3, 3)`` in Å) to one value per crystal ``(B,)`` to be
 minimised. The sampler pushes the velocities down its gradient, scaled by the
 term's ``weight``; a term whose ``guides_lattice`` is ``False`` moves only the
 atoms (and species), never the lattice; a term with an ``active(conditions)``
-method returning ``False`` for a batch's conditions is left out of that batch. The same terms can be used as training losses.
+method returning ``False`` for a batch's conditions is left out of that batch.
+The same terms can be used as training losses.
 
 Built in:
 

@@ -54,7 +54,8 @@ def widen_energy_model(model: EnergyModel, atom_features: int) -> EnergyModel:
     config = model.get_config()
     config["encoder_kwargs"] = {**config["encoder_kwargs"], "atom_features": int(atom_features)}
     wide = type(model).from_config(config)
-    wide.to(dtype=next(model.parameters()).dtype)
+    ref = next(model.parameters())
+    wide.to(device=ref.device, dtype=ref.dtype)
     old_modules = dict(model.named_modules())
     done: set[str] = set()
     for name, new in wide.named_modules():
