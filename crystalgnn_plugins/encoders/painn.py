@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from crystalgnn_plugins.encoders.atom_features import atom_feature_table
@@ -33,6 +34,11 @@ from crystalgnn_plugins.graph import CrystalGraph
 _MIN_D2 = 1e-12
 #: the padded (N, D) edge layout is used while N * D <= _MAX_PADDING * E
 _MAX_PADDING = 2.0
+#: in eval mode with gradients (forces, stress), graphs with more edges x features than
+#: this recompute each layer in the backward pass instead of keeping its per-edge
+#: tensors (activation checkpointing): about a third more time, a fraction of the
+#: memory; ~3,000 atoms of an oxide at 128 features and a 4.5 Å cutoff
+CHECKPOINT_EDGE_FEATURES = 2**25
 
 
 class _ScatterSum(torch.autograd.Function):
@@ -182,6 +188,8 @@ class PaiNNEncoder(Encoder):
     ``cutoff`` Å) then an update; every neighbour within the cutoff is used (smooth,
     no cap). Sums over neighbours are divided by ``avg_neighbors``. Output: the final
     scalar features, ``(N, atom_features)``. See the module docstring for ``norm_eps``.
+    In eval mode, graphs with more than ``CHECKPOINT_EDGE_FEATURES`` edges x features
+    recompute each layer in the backward pass (forces, stress) instead of storing it.
     """
 
     smooth = True
@@ -239,9 +247,18 @@ class PaiNNEncoder(Encoder):
         rbf = self.rbf(d)
         s = self.embed(graph)
         v = s.new_zeros((s.shape[0], 3, s.shape[1]))
+        checkpoint = (
+            not self.training and torch.is_grad_enabled()
+            and d.shape[0] * self.out_features > CHECKPOINT_EDGE_FEATURES
+        )
         for message, update in zip(self.messages, self.updates, strict=True):
-            s, v = message(s, v, rbf, edges, self.avg_neighbors)
-            s, v = update(s, v)
+            def layer(s, v, message=message, update=update):
+                return update(*message(s, v, rbf, edges, self.avg_neighbors))
+
+            if checkpoint:
+                s, v = torch.utils.checkpoint.checkpoint(layer, s, v, use_reentrant=False)
+            else:
+                s, v = layer(s, v)
         return s, v
 
     def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:

@@ -109,6 +109,31 @@ def test_padded_and_outer_product_paths_agree(monkeypatch):
     torch.testing.assert_close(p1, p2, atol=1e-12, rtol=1e-10)
 
 
+def test_checkpointed_layers_give_the_same_results(monkeypatch):
+    """Large graphs in eval mode recompute each layer in the backward pass (less
+    memory); energies, forces, stress and their parameter gradients are unchanged."""
+    from crystalgnn_plugins.encoders import painn
+
+    model = _model().eval()
+    g = model.graphs([random_crystal(5, 6, ("Sr", "Ti", "O"))])
+    calls = []
+    real = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain = model(g, create_graph=True)
+    assert not calls
+    monkeypatch.setattr(painn, "CHECKPOINT_EDGE_FEATURES", 0)
+    checkpointed = model(g, create_graph=True)
+    assert len(calls) == SMALL["num_layers"]
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-12, rtol=1e-10)
+    (p1,) = torch.autograd.grad(plain["forces"].pow(2).sum(), [model.encoder.messages[0].filter.weight])
+    (p2,) = torch.autograd.grad(checkpointed["forces"].pow(2).sum(), [model.encoder.messages[0].filter.weight])
+    torch.testing.assert_close(p1, p2, atol=1e-12, rtol=1e-10)
+    calls.clear()
+    model.train()(g, create_graph=True)  # training never checkpoints
+    assert not calls
+
+
 def test_second_derivatives_match_finite_differences():
     """gradgradcheck in the edge vectors: the Hessian used by force training is right
     (scatter sums, padded layout, smooth vector norm, with v = 0 at an isolated atom)."""
