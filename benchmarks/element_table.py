@@ -20,13 +20,15 @@ from collections import Counter
 from pathlib import Path
 
 
-def training_counts(db: Path) -> Counter:
-    """Number of ``split=train`` frames containing each element."""
+def training_counts(db: Path, exclude_sources: tuple[str, ...] = ()) -> Counter:
+    """Number of ``split=train`` frames containing each element (without the frames of
+    ``exclude_sources``, e.g. those a model was not trained on)."""
     import ase.db
 
     counts: Counter = Counter()
+    selection = "split=train" + "".join(f",source!={s}" for s in exclude_sources)
     with ase.db.connect(db, use_lock_file=False) as conn:
-        for row in conn.select("split=train", columns=["numbers"]):
+        for row in conn.select(selection, columns=["numbers"]):
             counts.update({str(s) for s in row.symbols})
     return counts
 
@@ -69,13 +71,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("report", help="JSON written by compare_chgnet.py --sections accuracy --out")
     ap.add_argument("--db", default=None, help="teacher database, to count the training frames per element")
+    ap.add_argument("--exclude-source", action="append", default=[], metavar="SOURCE",
+                    help="do not count the training frames of this source (as train_default.py --exclude-source)")
     ap.add_argument("--columns", type=int, default=3)
     args = ap.parse_args()
     report = json.loads(Path(args.report).read_text())
     by_element = report.get("accuracy", report).get("by_element")
     if not by_element:
         raise SystemExit(f"{args.report}: no accuracy.by_element (run compare_chgnet.py --sections accuracy)")
-    train = training_counts(Path(args.db)) if args.db else None
+    train = training_counts(Path(args.db), tuple(args.exclude_source)) if args.db else None
     print(markdown(rows(by_element, train), args.columns, train is not None))
     print("\nE: energy MAE of the held-out frames containing the element (meV/atom); "
           "F: force MAE on its atoms (meV/Å); train/test: frames containing it.")
