@@ -36,8 +36,9 @@ _MIN_D2 = 1e-12
 _MAX_PADDING = 2.0
 #: in eval mode with gradients (forces, stress), graphs with more edges x features than
 #: this recompute each layer in the backward pass instead of keeping its per-edge
-#: tensors (activation checkpointing): about a third more time, a fraction of the
-#: memory; ~3,000 atoms of an oxide at 128 features and a 4.5 Å cutoff
+#: tensors (activation checkpointing): measured on the default potential (128 features,
+#: 4.5 Å) it starts between 5,000 and 10,000 atoms of SrTiO3, where it costs 1.5x the
+#: time and saves a third of the memory (10,010 atoms: 6.1 s, 5.0 GB instead of 7.8 GB)
 CHECKPOINT_EDGE_FEATURES = 2**25
 
 
