@@ -5,7 +5,7 @@
   autoencoder; its network (:mod:`.network`) predicts per-edge actions aggregated
   into a symmetric lattice action and per-atom displacements.
 - :func:`sample_flow` (:mod:`.sampling`) with guidance terms (:mod:`.guidance`):
-  repulsion, learned energy, property targets.
+  repulsion, learned energy, charge balance, property targets.
 - :func:`train_generator` (:mod:`.training`).
 - :class:`CrystalStructureSource` (:mod:`.source`): ``get_structures(n, ...)``
   returning pymatgen ``Structure``s, and :class:`GenerateStructuresTransformation`.
@@ -14,13 +14,14 @@ See ``docs/generation.md``.
 """
 
 from crystalgnn_plugins.generation.flow import CrystalBatch, CrystalFlow, repulsion_energy
-from crystalgnn_plugins.generation.guidance import EnergyTerm, PropertyTerm, RepulsionTerm
+from crystalgnn_plugins.generation.guidance import ChargeBalanceTerm, EnergyTerm, PropertyTerm, RepulsionTerm
 from crystalgnn_plugins.generation.network import PeriodicActionNetwork
 from crystalgnn_plugins.generation.sampling import SampledCrystals, sample_flow
 from crystalgnn_plugins.generation.source import CrystalStructureSource, resolve_generator
 from crystalgnn_plugins.generation.training import train_generator
 
 __all__ = [
+    "ChargeBalanceTerm",
     "CrystalBatch",
     "CrystalFlow",
     "CrystalStructureSource",

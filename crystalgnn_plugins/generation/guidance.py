@@ -16,6 +16,8 @@ Built in:
 - :class:`EnergyTerm`: energy per atom (eV/atom) from an
   :class:`~crystalgnn_plugins.models.EnergyModel` (the default potential), or the
   enthalpy per atom ``(E + PV) / N`` at the pressure the crystals were made at;
+- :class:`ChargeBalanceTerm`: species changes that make an unbalanced composition
+  charge neutral (SMACT oxidation states), linearised in the soft species;
 - :class:`PropertyTerm`: a trained
   :class:`~crystalgnn_plugins.models.PropertyModel` pushed below, above or
   towards a value ("formation energy below X", "band gap near Y"), also
@@ -152,6 +154,61 @@ class EnergyTerm:
         if self.condition_weights and ctx.conditions is not None:
             value = value * value.new_tensor([self.condition_weights.get(c, 1.0) for c in ctx.conditions])
         return torch.where(crystal_ok, value, torch.zeros_like(value)).to(frac.dtype)
+
+
+class ChargeBalanceTerm:
+    """Steer the species of crystals whose predicted composition is not charge
+    balanced (SMACT oxidation states and Pauling test, as
+    :func:`~crystalgnn_plugins.metrics.generation.compositional_validity`).
+
+    Charge neutrality is a property of the whole composition, not a smooth function
+    of the species: the term is its linearisation in the soft species,
+    ``value = -Σ_i Σ_e p_ie [switching atom i to element e balances the crystal]``
+    over each atom's ``candidates`` most likely elements, for crystals whose most
+    likely composition is unbalanced (balanced crystals contribute 0). Its gradient
+    raises the logits of the single-atom changes that balance the crystal by
+    ``weight``; the flow's own logits decide among them. Needs ``smact``
+    (``pip install "crystalgnn-plugins[generation]"``).
+    """
+
+    guides_lattice = False
+
+    def __init__(self, weight: float = 1.0, candidates: int = 8):
+        if candidates < 1:
+            raise ValueError(f"candidates must be at least 1, got {candidates}")
+        self.weight, self.candidates = float(weight), int(candidates)
+
+    def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
+        from crystalgnn_plugins.metrics.generation import charge_balanced
+
+        num_atoms = ctx.num_atoms.tolist()
+        fixes = torch.zeros_like(probs)
+        with torch.no_grad():
+            species = probs.argmax(-1).tolist()
+            top = probs.topk(min(self.candidates, probs.shape[-1]), dim=-1).indices.tolist()
+        first = 0
+        for n in num_atoms:
+            atoms = range(first, first + n)
+            first += n
+            counts: dict[str, int] = {}
+            for i in atoms:
+                counts[ctx.elements[species[i]]] = counts.get(ctx.elements[species[i]], 0) + 1
+            if charge_balanced(counts):
+                continue
+            for i in atoms:
+                old = ctx.elements[species[i]]
+                for e in top[i]:
+                    new = ctx.elements[e]
+                    if new == old:
+                        continue
+                    changed = dict(counts)
+                    changed[old] -= 1
+                    changed[new] = changed.get(new, 0) + 1
+                    if charge_balanced(changed):
+                        fixes[i, e] = 1.0
+        per_atom = -(probs * fixes).sum(-1)
+        batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=probs.device), ctx.num_atoms.to(probs.device))
+        return per_atom.new_zeros(len(num_atoms)).index_add_(0, batch, per_atom)
 
 
 class PropertyTerm:

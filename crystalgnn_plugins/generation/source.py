@@ -124,15 +124,19 @@ class CrystalStructureSource:
             generator directory or a shipped name (``None``: the default).
         energy_model: energy model for the physics guidance and for
             ``relax=True`` (name, path or model; ``None``: the shipped default potential).
-        physics: guide sampling with the interatomic-distance repulsion and the
-            learned energy (weights ``repulsion_weight``, ``energy_weight``); the
-            energy term is the enthalpy ``E + PV`` at the pressure of each sample's
+        physics: guide sampling with the interatomic-distance repulsion, the
+            learned energy and charge balance (weights ``repulsion_weight``,
+            ``energy_weight``, ``charge_weight``); the energy term is the enthalpy ``E + PV`` at the pressure of each sample's
             condition (e.g. 10 GPa for carbon_24, whose crystals were relaxed at 10 GPa).
         energy_weight: weight of the learned-energy guidance: one number, or a dict
             ``{condition: weight}`` (conditions not listed: 0.05); ``None``: 0.3 for
             carbon_24, 0 for perov_5 (repulsion only) and 0.05 for the others
             (``DEFAULT_ENERGY_WEIGHTS``). A condition with weight 0 is sampled without
             evaluating the potential.
+        charge_weight: weight of the charge-balance guidance
+            (:class:`~crystalgnn_plugins.generation.guidance.ChargeBalanceTerm`): raises
+            the species logits of single-atom changes that make an unbalanced predicted
+            composition charge neutral (SMACT oxidation states); 0 turns it off.
         energy_start: flow time from which the learned energy guides (one number, or
             a dict ``{condition: time}``; the later of this and ``guidance_start``): the
             energy term costs one potential evaluation with gradients per guided step,
@@ -182,6 +186,7 @@ class CrystalStructureSource:
         repulsion_weight: float = 5.0,
         energy_weight: float | dict[str, float] | None = None,
         energy_start: float | dict[str, float] | None = None,
+        charge_weight: float = 3.0,
         guide_lattice: bool = False,
         guidance_start: float = 0.6,
         steps: int = 50,
@@ -199,6 +204,9 @@ class CrystalStructureSource:
         self._energy_model = None
         self.physics = physics
         self.repulsion_weight, self.guide_lattice = repulsion_weight, guide_lattice
+        if charge_weight < 0:
+            raise ValueError(f"charge_weight must be >= 0, got {charge_weight}")
+        self.charge_weight = float(charge_weight)
         self.energy_weights = self._energy_weights(energy_weight)
         self.guidance_start, self.steps = guidance_start, steps
         conditions = self.flow.conditions
@@ -249,7 +257,7 @@ class CrystalStructureSource:
         return self._energy_model
 
     def _guidance(self, target) -> list:
-        from crystalgnn_plugins.generation.guidance import EnergyTerm, PropertyTerm, RepulsionTerm
+        from crystalgnn_plugins.generation.guidance import ChargeBalanceTerm, EnergyTerm, PropertyTerm, RepulsionTerm
 
         terms: list = []
         if self.physics:
@@ -257,6 +265,8 @@ class CrystalStructureSource:
             if any(self.energy_weights.values()):
                 terms.append(EnergyTerm(self.energy_model(), 1.0, condition_weights=self.energy_weights,
                                         guides_lattice=self.guide_lattice))
+            if self.charge_weight:
+                terms.append(ChargeBalanceTerm(self.charge_weight))
         if target is not None:
             if isinstance(target, dict):
                 target = PropertyTerm(**target)

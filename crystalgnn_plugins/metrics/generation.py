@@ -92,6 +92,22 @@ def compositional_validity(composition_or_structure: Composition | Structure | s
     return counts is not None and _smact_valid(counts)
 
 
+def charge_balanced(counts: dict[str, int]) -> bool:
+    """:func:`compositional_validity` of a composition given as ``{symbol: atoms}``
+    (whole numbers; reduced here), without building a pymatgen ``Composition``."""
+    from math import gcd
+
+    from ase.data import atomic_numbers
+
+    items = sorted(((s, int(c)) for s, c in counts.items() if c), key=lambda sc: atomic_numbers[sc[0]])
+    if not items:
+        return False
+    g = 0
+    for _, c in items:
+        g = gcd(g, c)
+    return _smact_valid(tuple((s, c // g) for s, c in items))
+
+
 @lru_cache(maxsize=65536)
 def _smact_valid(counts: tuple[tuple[str, int], ...]) -> bool:
     smact = _require("smact")

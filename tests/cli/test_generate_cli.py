@@ -27,7 +27,7 @@ def test_generate_cifs_and_summary(generator_dir, energy_model_dir, tmp_path, ca
     for k, row in enumerate(summary):
         assert row["file"].startswith(f"{k:05d}_") and row["file"].endswith(f"_{row['formula']}.cif")
         assert row["generator"] == "crystal_flow" and row["seed"] == 0 and row["steps"] == 5
-        assert row["condition"] == "perov" and row["guidance"] == ["RepulsionTerm", "EnergyTerm"]
+        assert row["condition"] == "perov" and row["guidance"] == ["RepulsionTerm", "EnergyTerm", "ChargeBalanceTerm"]
         s = Structure.from_file(out / row["file"])
         assert s.composition.reduced_formula == row["formula"] and len(s) == 5
         assert s.volume > 0.1

@@ -302,3 +302,82 @@ def test_projection_separates_a_collapsed_pair_and_leaves_far_atoms_alone():
     torch.testing.assert_close(out.mean(0), frac.mean(0))  # the pair's centre stays
     probs, frac, lattice, ctx = pair(2.5)
     assert torch.equal(_project([term], frac, lattice, probs, ctx, 10, 0.02, batch, 1), frac)
+
+
+def test_charge_balanced_is_compositional_validity():
+    """The fast ``{symbol: count}`` check used while sampling is the metric's check."""
+    pytest.importorskip("smact")
+    from pymatgen.core import Composition
+
+    from crystalgnn_plugins.metrics.generation import charge_balanced, compositional_validity
+
+    for formula in ("SrTiO3", "KLiO3", "BaZrO3", "KTiO3", "Sr2Ti2O6", "C6", "CuZn", "NaCl", "NaCl2", "LaAlO2N",
+                    "CsPbI3", "KMgF3", "TiO", "Ba4O"):
+        counts = {el.symbol: int(n) for el, n in Composition(formula).items()}
+        assert charge_balanced(counts) == compositional_validity(formula), formula
+
+
+def test_charge_balance_term_gradient_names_the_balancing_changes():
+    """For KLiO3 (unbalanced) the gradient is -1 exactly on the single-atom changes
+    among each atom's candidates that balance it (Li or K -> Ti gives KTiO3 / LiTiO3...),
+    and 0 for a balanced crystal (SrTiO3)."""
+    pytest.importorskip("smact")
+    from crystalgnn_plugins.generation import ChargeBalanceTerm
+    from crystalgnn_plugins.generation.guidance import GuidanceContext
+    from crystalgnn_plugins.metrics.generation import charge_balanced
+
+    elements = ["K", "Li", "O", "Ti", "Sr"]
+    species = [[0, 1, 2, 2, 2], [4, 3, 2, 2, 2]]  # KLiO3, SrTiO3
+    probs = torch.full((10, 5), 0.02, dtype=torch.float64)
+    for i, e in enumerate(sum(species, [])):
+        probs[i, e] = 0.92
+    probs.requires_grad_(True)
+    ctx = GuidanceContext(elements, torch.tensor([5, 5]))
+    term = ChargeBalanceTerm(weight=1.0, candidates=5)
+    value = term(probs, torch.zeros(10, 3, dtype=torch.float64), torch.eye(3, dtype=torch.float64).expand(2, 3, 3), ctx)
+    assert value.shape == (2,) and value[1] == 0 and value[0] < 0
+    (grad,) = torch.autograd.grad(value.sum(), [probs])
+    assert (grad[5:] == 0).all()
+    for i in range(5):
+        for e in range(5):
+            counts = {"K": 1, "Li": 1, "O": 3}
+            old = elements[species[0][i]]
+            counts[old] -= 1
+            counts[elements[e]] = counts.get(elements[e], 0) + 1
+            fixes = elements[e] != old and charge_balanced(counts)
+            assert grad[i, e] == (-1.0 if fixes else 0.0), (i, elements[e])
+    assert grad[1, 3] == -1.0  # Li -> Ti: KTiO3
+    with pytest.raises(ValueError, match="candidates must be at least 1"):
+        ChargeBalanceTerm(candidates=0)
+
+
+def test_charge_balance_guidance_balances_samples(tiny_flow, monkeypatch):
+    """A flow whose species logits say Ba2O3 (unbalanced), with Ti the runner-up on
+    the second Ba site: plain sampling gives Ba2O3, guided sampling BaTiO3 (the
+    balancing change the flow likes best)."""
+    pytest.importorskip("smact")
+    from crystalgnn_plugins.generation import ChargeBalanceTerm, sample_flow
+
+    el = tiny_flow.elements.index
+    logits = torch.zeros(5, len(tiny_flow.elements), dtype=torch.float64)
+    logits[0, el("Ba")] = logits[1, el("Ba")] = 5.0
+    logits[1, el("Ti")] = 4.0
+    logits[2:, el("O")] = 5.0
+    velocity = tiny_flow.velocity
+
+    def fixed_species(a, *args):
+        out = dict(velocity(a, *args))
+        out["species_logits"] = logits.repeat(a.shape[0] // 5, 1)
+        return out
+
+    monkeypatch.setattr(tiny_flow, "velocity", fixed_species)
+
+    def formulas(out):
+        species = [tiny_flow.elements[s] for s in out.species.tolist()]
+        return {"".join(species[k : k + 5]) for k in range(0, len(species), 5)}
+
+    counts, cond = torch.full((4,), 5), torch.zeros(4, dtype=torch.long)
+    plain = sample_flow(tiny_flow, counts, cond, steps=6, generator=torch.Generator().manual_seed(0))
+    guided = sample_flow(tiny_flow, counts, cond, steps=6, guidance=[ChargeBalanceTerm(weight=2.0)],
+                         guidance_start=0.0, generator=torch.Generator().manual_seed(0))
+    assert formulas(plain) == {"BaBaOOO"} and formulas(guided) == {"BaTiOOO"}

@@ -82,7 +82,7 @@ def test_provenance(source):
         assert gen["generator"] == "crystal_flow" and gen["package_version"] == __version__
         assert gen["seed"] == 7 and gen["condition"] == "perov" and gen["steps"] == 8
         assert gen["composition"] == "SrTiO3" and gen["chemsys"] is None
-        assert gen["guidance"] == ["RepulsionTerm", "EnergyTerm"]
+        assert gen["guidance"] == ["RepulsionTerm", "EnergyTerm", "ChargeBalanceTerm"]
         assert gen["seconds_per_structure"] > 0
         assert "relaxation" not in gen
 
@@ -265,7 +265,8 @@ def test_energy_weights_per_condition(model_dir, tiny_energy_model):
     assert all(not t.guides_lattice for t in src._guidance(None))  # physics moves atoms only by default
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_weight=0, guide_lattice=True)
     assert not [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
-    assert all(t.guides_lattice for t in src._guidance(None))
+    # the geometric terms move the lattice too (the charge-balance term acts on species only)
+    assert all(t.guides_lattice for t in src._guidance(None) if type(t).__name__ != "ChargeBalanceTerm")
     with pytest.raises(ValueError, match=r"energy_weight: \['mp_20'\] are not conditions"):
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_weight={"mp_20": 0.3})
 
@@ -285,10 +286,10 @@ def test_zero_energy_weight_skips_the_energy_model(model_dir, tiny_energy_model,
                                  energy_weight={"carbon": 0.3, "perov": 0.0})
     out = src.get_structures(2, condition="perov", seed=0)
     assert not calls
-    assert out[0].properties["generation"]["guidance"] == ["RepulsionTerm"]
+    assert out[0].properties["generation"]["guidance"] == ["RepulsionTerm", "ChargeBalanceTerm"]
     out = src.get_structures(2, condition="carbon", seed=0)
     assert calls
-    assert out[0].properties["generation"]["guidance"] == ["RepulsionTerm", "EnergyTerm"]
+    assert out[0].properties["generation"]["guidance"] == ["RepulsionTerm", "EnergyTerm", "ChargeBalanceTerm"]
 
 
 def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatch):
@@ -387,8 +388,25 @@ def test_energy_start_delays_the_energy_term_only(model_dir, tiny_energy_model, 
     assert src.energy_starts == {"carbon": 0.9, "perov": 0.0}
     carbon = src.get_structures(1, condition="carbon", seed=0)
     perov = src.get_structures(1, condition="perov", seed=0)
-    assert seen == [[("RepulsionTerm", 0.5), ("EnergyTerm", 0.9)], [("RepulsionTerm", 0.5), ("EnergyTerm", 0.5)]]
+    assert seen == [[("RepulsionTerm", 0.5), ("EnergyTerm", 0.9), ("ChargeBalanceTerm", 0.5)],
+                    [("RepulsionTerm", 0.5), ("EnergyTerm", 0.5), ("ChargeBalanceTerm", 0.5)]]
     assert carbon[0].properties["generation"]["energy_start"] == 0.9
     assert perov[0].properties["generation"]["energy_start"] == 0.5
     with pytest.raises(ValueError, match="energy_start must be a flow time"):
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_start=1.5)
+
+
+def test_charge_weight(model_dir, tiny_energy_model):
+    """``charge_weight``: the charge-balance term joins the physics guidance with that
+    weight; 0 leaves it out; a negative weight is refused."""
+    from crystalgnn_plugins.generation import ChargeBalanceTerm
+
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4, charge_weight=1.5)
+    (term,) = [t for t in src._guidance(None) if isinstance(t, ChargeBalanceTerm)]
+    assert term.weight == 1.5
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4, charge_weight=0)
+    assert not [t for t in src._guidance(None) if isinstance(t, ChargeBalanceTerm)]
+    assert src.get_structures(1, condition="perov", seed=0)[0].properties["generation"]["guidance"] == [
+        "RepulsionTerm", "EnergyTerm"]
+    with pytest.raises(ValueError, match="charge_weight must be >= 0"):
+        CrystalStructureSource(model_dir, energy_model=tiny_energy_model, charge_weight=-1)
