@@ -14,7 +14,12 @@ See ``docs/generation.md``.
 """
 
 from crystalgnn_plugins.generation.flow import CrystalBatch, CrystalFlow, repulsion_energy
-from crystalgnn_plugins.generation.guidance import ChargeBalanceTerm, EnergyTerm, PropertyTerm, RepulsionTerm
+from crystalgnn_plugins.generation.guidance import (
+    ChargeBalanceTerm,
+    EnergyTerm,
+    PropertyTerm,
+    RepulsionTerm,
+)
 from crystalgnn_plugins.generation.network import PeriodicActionNetwork
 from crystalgnn_plugins.generation.sampling import SampledCrystals, sample_flow
 from crystalgnn_plugins.generation.source import CrystalStructureSource, resolve_generator

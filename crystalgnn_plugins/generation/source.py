@@ -257,7 +257,12 @@ class CrystalStructureSource:
         return self._energy_model
 
     def _guidance(self, target) -> list:
-        from crystalgnn_plugins.generation.guidance import ChargeBalanceTerm, EnergyTerm, PropertyTerm, RepulsionTerm
+        from crystalgnn_plugins.generation.guidance import (
+            ChargeBalanceTerm,
+            EnergyTerm,
+            PropertyTerm,
+            RepulsionTerm,
+        )
 
         terms: list = []
         if self.physics:
