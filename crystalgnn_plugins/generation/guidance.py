@@ -181,34 +181,37 @@ class ChargeBalanceTerm:
     def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
         from crystalgnn_plugins.metrics.generation import charge_balanced
 
-        num_atoms = ctx.num_atoms.tolist()
+        b, k = len(ctx.num_atoms), probs.shape[-1]
+        batch = torch.repeat_interleave(torch.arange(b, device=probs.device), ctx.num_atoms.to(probs.device))
         fixes = torch.zeros_like(probs)
         with torch.no_grad():
-            species = probs.argmax(-1).tolist()
-            top = probs.topk(min(self.candidates, probs.shape[-1]), dim=-1).indices.tolist()
-        first = 0
-        for n in num_atoms:
-            atoms = range(first, first + n)
-            first += n
-            counts: dict[str, int] = {}
-            for i in atoms:
-                counts[ctx.elements[species[i]]] = counts.get(ctx.elements[species[i]], 0) + 1
-            if charge_balanced(counts):
-                continue
-            for i in atoms:
-                old = ctx.elements[species[i]]
-                for e in top[i]:
-                    new = ctx.elements[e]
-                    if new == old:
-                        continue
-                    changed = dict(counts)
-                    changed[old] -= 1
-                    changed[new] = changed.get(new, 0) + 1
-                    if charge_balanced(changed):
-                        fixes[i, e] = 1.0
+            species = probs.argmax(-1)
+            counts = torch.zeros((b, k), dtype=torch.long, device=probs.device).index_put_(
+                (batch, species), torch.ones_like(species), accumulate=True)
+            # each distinct composition is checked once (and cached across calls)
+            rows, inverse = torch.unique(counts, dim=0, return_inverse=True)
+            balanced = torch.tensor([charge_balanced(self._counts(row, ctx.elements)) for row in rows.tolist()],
+                                    device=probs.device)
+            atoms = (~balanced[inverse])[batch].nonzero().flatten().tolist()  # atoms of unbalanced crystals
+            if atoms:
+                top = probs.topk(min(self.candidates, k), dim=-1).indices.tolist()
+                counts_list, species_list, batch_list = counts.tolist(), species.tolist(), batch.tolist()
+                for i in atoms:
+                    row = counts_list[batch_list[i]]
+                    for e in top[i]:
+                        if e == species_list[i]:
+                            continue
+                        changed = list(row)
+                        changed[species_list[i]] -= 1
+                        changed[e] += 1
+                        if charge_balanced(self._counts(changed, ctx.elements)):
+                            fixes[i, e] = 1.0
         per_atom = -(probs * fixes).sum(-1)
-        batch = torch.repeat_interleave(torch.arange(len(num_atoms), device=probs.device), ctx.num_atoms.to(probs.device))
-        return per_atom.new_zeros(len(num_atoms)).index_add_(0, batch, per_atom)
+        return per_atom.new_zeros(b).index_add_(0, batch, per_atom)
+
+    @staticmethod
+    def _counts(row: list[int], elements: list[str]) -> dict[str, int]:
+        return {elements[e]: c for e, c in enumerate(row) if c}
 
 
 class PropertyTerm:
