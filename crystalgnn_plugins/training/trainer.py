@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +104,7 @@ def train(
     num_nodes: int = 1,
     max_time: str | None = None,
     fit_normalisation: bool = True,
+    checkpoint_minutes: float | None = 10.0,
 ) -> TrainResult:
     """Train ``model`` on labelled records.
 
@@ -124,6 +127,10 @@ def train(
         checkpoint_dir: checkpoints every epoch (``last.ckpt``, ``best.ckpt``);
             default ``out_dir/checkpoints``.
         resume: continue from ``checkpoint_dir/last.ckpt`` (same settings required).
+        checkpoint_minutes: also write ``last.ckpt`` every this many minutes of
+            training (``None``/0: only after each epoch); on one device a run resumed
+            from such a mid-epoch checkpoint continues the epoch with the batches it had
+            not seen (:class:`~crystalgnn_plugins.training.resumable.ResumableLoader`).
         accelerator, devices, strategy, num_nodes: passed to ``lightning.Trainer``
             (e.g. ``strategy="ddp"`` on several GPUs or nodes).
         fit_normalisation: fit the per-element reference energies and the energy
@@ -141,6 +148,7 @@ def train(
     from crystalgnn_plugins.training.dataset import GraphDataset, collate
     from crystalgnn_plugins.training.evaluate import evaluate
     from crystalgnn_plugins.training.module import CrystalModule
+    from crystalgnn_plugins.training.resumable import ResumableLoader
 
     if not train_records or not val_records:
         raise ValueError("train() needs non-empty training and validation sets")
@@ -220,11 +228,6 @@ def train(
         model, loss_fn, lr=lr, weight_decay=weight_decay, lr_patience=lr_patience, lr_schedule=lr_schedule,
         forces="forces" in targets, stress="stress" in targets,
     )
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = torch.utils.data.DataLoader(
-        GraphDataset(train_records, model, targets), batch_size=batch_size, shuffle=True,
-        collate_fn=collate, generator=generator,
-    )
     val_loader = torch.utils.data.DataLoader(
         GraphDataset(val_records, model, targets), batch_size=batch_size, collate_fn=collate
     )
@@ -236,6 +239,11 @@ def train(
             every_n_epochs=1, enable_version_counter=False,
         )
         callbacks += [checkpoint, last_epoch_checkpoint(ckpt_dir)]
+        if checkpoint_minutes:
+            callbacks.append(ModelCheckpoint(
+                dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
+                train_time_interval=timedelta(minutes=checkpoint_minutes),
+            ))
     trainer = L.Trainer(
         max_epochs=epochs,
         max_time=max_time,
@@ -248,10 +256,19 @@ def train(
         enable_model_summary=False,
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs") if out_dir else False,
         inference_mode=False,
-        log_every_n_steps=max(1, min(50, len(train_loader))),
+        log_every_n_steps=max(1, min(50, math.ceil(len(train_records) / batch_size))),
         default_root_dir=out_dir,
         enable_checkpointing=checkpoint is not None,
     )
+    train_data = GraphDataset(train_records, model, targets)
+    if trainer.world_size == 1:
+        # continues a mid-epoch checkpoint where it stopped
+        train_loader = ResumableLoader(train_data, batch_size, seed=seed, collate_fn=collate)
+    else:  # Lightning shards the data with a DistributedSampler
+        train_loader = torch.utils.data.DataLoader(
+            train_data, batch_size=batch_size, shuffle=True, collate_fn=collate,
+            generator=torch.Generator().manual_seed(seed),
+        )
     start = time.perf_counter()
     with warnings.catch_warnings():
         # our settings.json lives beside the checkpoints; that is expected
