@@ -126,8 +126,6 @@ def _source(args, **kw) -> CrystalStructureSource:
         kw.setdefault("energy_weight", args.energy_weight)
     if args.guidance_start is not None:
         kw.setdefault("guidance_start", args.guidance_start)
-    if args.energy_start is not None:
-        kw.setdefault("energy_start", args.energy_start)
     if args.charge_weight is not None:
         kw.setdefault("charge_weight", args.charge_weight)
     if args.projection_steps is not None:
@@ -152,7 +150,6 @@ def _tag(args, config: str | None = None) -> str:
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
-        tag += f"_estart{args.energy_start:g}" if args.energy_start is not None else ""
         tag += f"_charge{args.charge_weight:g}" if args.charge_weight is not None else ""
         tag += f"_proj{args.projection_steps}" if args.projection_steps is not None else ""
     return tag
@@ -304,8 +301,6 @@ def main() -> None:
                          "(default: CrystalStructureSource's)")
     ap.add_argument("--guidance-start", type=float, default=None,
                     help="flow time from which the guidance acts (default: CrystalStructureSource's)")
-    ap.add_argument("--energy-start", type=float, default=None,
-                    help="flow time from which the learned energy guides (default: CrystalStructureSource's)")
     ap.add_argument("--charge-weight", type=float, default=None,
                     help="weight of the charge-balance guidance (0: off; default: CrystalStructureSource's)")
     ap.add_argument("--time-power", type=float, default=None,
@@ -377,7 +372,7 @@ def main() -> None:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
                                               "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight",
-                                              "guidance_start", "energy_start", "charge_weight", "projection_steps", "seed")})
+                                              "guidance_start", "charge_weight", "projection_steps", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             write_json_atomic(report_path, report)
         if "speed" in sections:

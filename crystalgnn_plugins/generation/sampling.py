@@ -44,7 +44,6 @@ def sample_flow(
     steps: int = 50,
     guidance: Sequence = (),
     guidance_start: float = 0.5,
-    term_starts: Sequence[float] | None = None,
     coord_speedup: float = 0.0,
     max_guidance: float = 1.0,
     time_power: float = 1.0,
@@ -63,9 +62,6 @@ def sample_flow(
         steps: integration steps.
         guidance: terms (see :mod:`.guidance`) applied from ``t >= guidance_start``;
             a term with ``guides_lattice = False`` moves only atoms and species.
-        term_starts: per term of ``guidance``, a later flow time from which that term
-            acts (e.g. an expensive energy term only for the last steps); a term acts
-            from ``max(guidance_start, start)``. ``None``: all from ``guidance_start``.
         coord_speedup: velocity of the coordinates multiplied by ``1 + s t``
             (inference anti-annealing as in FlowMM; 0 = plain flow).
         max_guidance: largest guidance velocity per atom (fractional units per unit
@@ -82,12 +78,6 @@ def sample_flow(
         raise ValueError(f"steps must be at least 1, got {steps}")
     if time_power <= 0:
         raise ValueError(f"time_power must be positive, got {time_power}")
-    guidance = list(guidance)
-    if term_starts is None:
-        term_starts = [guidance_start] * len(guidance)
-    if len(term_starts) != len(guidance):
-        raise ValueError(f"term_starts has {len(term_starts)} entries for {len(guidance)} guidance terms")
-    term_starts = [max(float(guidance_start), float(s)) for s in term_starts]
     device = flow.lattice_mean.device
     dtype = flow.lattice_mean.dtype
     num_atoms = num_atoms.to(device)
@@ -124,8 +114,7 @@ def sample_flow(
         logits = out["species_logits"]
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        acting = [term for term, start in zip(guidance, term_starts) if t >= start]
-        if acting:
+        if guidance and t >= guidance_start:
             with torch.enable_grad():
                 f_hat = (frac + (1 - t) * v_f).detach().requires_grad_(True)
                 l_hat = (log_l + (1 - t) * v_l).detach().requires_grad_(True)
@@ -135,7 +124,7 @@ def sample_flow(
                 total = sum(
                     term.weight * term(p_hat, f_hat, lattice_hat if getattr(term, "guides_lattice", True)
                                        else lattice_hat.detach(), ctx).sum()
-                    for term in acting
+                    for term in guidance
                 )
                 inputs = [f_hat, l_hat] + ([p_hat] if not fixed else [])
                 grads = torch.autograd.grad(total, inputs, allow_unused=True)

@@ -35,9 +35,6 @@ DEFAULT_ENERGY_WEIGHT = 0.05
 #: give the same metrics on 10,000 samples (the sharp sampler already puts the atoms
 #: on their sites), CSP and targeting too, and 0 samples 5x faster (no potential)
 DEFAULT_ENERGY_WEIGHTS = {"carbon_24": 0.3, "perov_5": 0.0}
-#: flow time from which the learned energy guides, per condition (others: from
-#: ``guidance_start`` like the repulsion)
-DEFAULT_ENERGY_STARTS: dict[str, float] = {}
 #: measured sampler settings per condition of the shipped generator (docs/generation.md):
 #: carbon_24's atoms settle into sharper sites with shorter final steps (1,000 samples:
 #: COV-P 17 -> 23 %, still >= 90 % unique); a coordinate speed-up sharpens them further
@@ -137,11 +134,6 @@ class CrystalStructureSource:
             (:class:`~crystalgnn_plugins.generation.guidance.ChargeBalanceTerm`): raises
             the species logits of single-atom changes that make an unbalanced predicted
             composition charge neutral (SMACT oxidation states); 0 turns it off.
-        energy_start: flow time from which the learned energy guides (one number, or
-            a dict ``{condition: time}``; the later of this and ``guidance_start``): the
-            energy term costs one potential evaluation with gradients per guided step,
-            and near the end of the flow it refines sites the flow has already chosen.
-            ``None``: ``DEFAULT_ENERGY_STARTS`` (others: ``guidance_start``).
         guide_lattice: let the physics guidance move the lattice as well as the atoms
             (property targets always may). Off by
             default: the flow's lattices have the data's density, and the guidance
@@ -185,7 +177,6 @@ class CrystalStructureSource:
         physics: bool = True,
         repulsion_weight: float = 5.0,
         energy_weight: float | dict[str, float] | None = None,
-        energy_start: float | dict[str, float] | None = None,
         charge_weight: float = 3.0,
         guide_lattice: bool = False,
         guidance_start: float = 0.6,
@@ -210,10 +201,6 @@ class CrystalStructureSource:
         self.energy_weights = self._energy_weights(energy_weight)
         self.guidance_start, self.steps = guidance_start, steps
         conditions = self.flow.conditions
-        self.energy_starts = _per_condition("energy_start", energy_start, conditions, DEFAULT_ENERGY_STARTS, 0.0)
-        bad = {c: t for c, t in self.energy_starts.items() if not 0.0 <= t <= 1.0}
-        if bad:
-            raise ValueError(f"energy_start must be a flow time in [0, 1], got {bad}")
         self.coord_speedups = _per_condition("coord_speedup", coord_speedup, conditions, DEFAULT_COORD_SPEEDUPS, 0.0)
         self.time_powers = _per_condition("time_power", time_power, conditions, DEFAULT_TIME_POWERS, 1.0)
         self.directed_coord_speedups = _per_condition("coord_speedup", coord_speedup, conditions,
@@ -282,13 +269,6 @@ class CrystalStructureSource:
         """The learned-energy guidance weight of every condition of the flow."""
         return _per_condition("energy_weight", energy_weight, self.flow.conditions, DEFAULT_ENERGY_WEIGHTS,
                               DEFAULT_ENERGY_WEIGHT)
-
-    def _term_starts(self, terms: Sequence, cond: int) -> list[float]:
-        """Flow time from which each guidance term acts on a condition (by index)."""
-        from crystalgnn_plugins.generation.guidance import EnergyTerm
-
-        late = self.energy_starts[self.flow.conditions[cond]]
-        return [max(self.guidance_start, late if isinstance(t, EnergyTerm) else 0.0) for t in terms]
 
     def _sampler(self, cond: int, directed: bool = False, guided: bool = True) -> dict[str, float]:
         """``sample_flow`` settings of a condition (by index), for free generation or,
@@ -426,8 +406,8 @@ class CrystalStructureSource:
                     raw = sample_flow(
                         self.flow, counts[a:b], cond[a:b], species=None if species is None else species[first:last],
                         allowed=None if allowed is None else allowed[a:b], steps=self.steps, guidance=active,
-                        guidance_start=self.guidance_start, term_starts=self._term_starts(active, int(cond[a])),
-                        generator=gen, **self._sampler(int(cond[a]), directed=directed),
+                        guidance_start=self.guidance_start, generator=gen,
+                        **self._sampler(int(cond[a]), directed=directed),
                     )
                     out.extend(self._to_structures(
                         raw, cond[a:b], seed, composition, chemsys, [type(t).__name__ for t in active], valid_only,
@@ -512,8 +492,6 @@ class CrystalStructureSource:
                 "composition": None if composition is None else str(composition),
                 "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
                 "guidance": list(guidance),
-                **({"energy_start": max(self.guidance_start, self.energy_starts[self.flow.conditions[int(cond[b])]])}
-                   if "EnergyTerm" in guidance else {}),
                 "pressure_GPa": self.flow.pressure_gpa(int(cond[b])),
             }
             out.append(s)

@@ -210,29 +210,3 @@ def test_lattice_guidance_can_be_switched_off(flow):
     moved = draw(flow, 4, steps=1, guidance=[_HugeGradient()], guidance_start=0.0)
     assert not torch.allclose(moved.lattice, plain.lattice)
     torch.testing.assert_close(both.lattice, moved.lattice)
-
-
-class _CountingTerm:
-    """A zero guidance term that records the flow time of every call."""
-
-    weight = 1.0
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, probs, frac, lattice, ctx):
-        self.calls += 1
-        return (frac**2).sum() * 0 + lattice.sum((-1, -2)) * 0
-
-
-def test_term_starts_delay_single_terms(flow):
-    """``term_starts``: a term acts from the later of its start and ``guidance_start``
-    (step times 0, 0.25, 0.5, 0.75 with 4 uniform steps); the samples do not depend on
-    when a zero term is evaluated."""
-    early, late = _CountingTerm(), _CountingTerm()
-    out = draw(flow, 0, steps=4, guidance=[early, late], guidance_start=0.25, term_starts=[0.0, 0.7])
-    assert (early.calls, late.calls) == (3, 1)
-    plain = draw(flow, 0, steps=4)
-    assert torch.equal(out.frac, plain.frac) and torch.equal(out.species, plain.species)
-    with pytest.raises(ValueError, match="term_starts has 1 entries for 2 guidance terms"):
-        draw(flow, 0, steps=4, guidance=[early, late], term_starts=[0.5])

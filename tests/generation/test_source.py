@@ -370,32 +370,6 @@ def test_context_manager_and_no_warnings(model_dir, tiny_energy_model):
             assert len(src.get_structures(2, seed=0, condition="perov")) == 2
 
 
-def test_energy_start_delays_the_energy_term_only(model_dir, tiny_energy_model, monkeypatch):
-    """``energy_start``: the learned energy guides from that flow time on (per condition),
-    the repulsion from ``guidance_start``; the provenance records it."""
-    import crystalgnn_plugins.generation.sampling as sampling
-
-    seen = []
-    real = sampling.sample_flow
-
-    def spy(*args, **kwargs):
-        seen.append([(type(t).__name__, s) for t, s in zip(kwargs["guidance"], kwargs["term_starts"])])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sampling, "sample_flow", spy)
-    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=4, guidance_start=0.5,
-                                 energy_weight=0.1, energy_start={"carbon": 0.9})
-    assert src.energy_starts == {"carbon": 0.9, "perov": 0.0}
-    carbon = src.get_structures(1, condition="carbon", seed=0)
-    perov = src.get_structures(1, condition="perov", seed=0)
-    assert seen == [[("RepulsionTerm", 0.5), ("EnergyTerm", 0.9), ("ChargeBalanceTerm", 0.5)],
-                    [("RepulsionTerm", 0.5), ("EnergyTerm", 0.5), ("ChargeBalanceTerm", 0.5)]]
-    assert carbon[0].properties["generation"]["energy_start"] == 0.9
-    assert perov[0].properties["generation"]["energy_start"] == 0.5
-    with pytest.raises(ValueError, match="energy_start must be a flow time"):
-        CrystalStructureSource(model_dir, energy_model=tiny_energy_model, energy_start=1.5)
-
-
 def test_charge_weight(model_dir, tiny_energy_model):
     """``charge_weight``: the charge-balance term joins the physics guidance with that
     weight; 0 leaves it out; a negative weight is refused."""
