@@ -167,8 +167,8 @@ class ChargeBalanceTerm:
     over each atom's ``candidates`` most likely elements, for crystals whose most
     likely composition is unbalanced (balanced crystals contribute 0). Its gradient
     raises the logits of the single-atom changes that balance the crystal by
-    ``weight``; the flow's own logits decide among them. Needs ``smact``
-    (``pip install "crystalgnn-plugins[generation]"``).
+    ``weight``; the flow's own logits decide among them. Each distinct composition
+    is checked once (cached), so the term costs little beside the flow.
     """
 
     guides_lattice = False

@@ -123,8 +123,9 @@ class CrystalStructureSource:
             ``relax=True`` (name, path or model; ``None``: the shipped default potential).
         physics: guide sampling with the interatomic-distance repulsion, the
             learned energy and charge balance (weights ``repulsion_weight``,
-            ``energy_weight``, ``charge_weight``); the energy term is the enthalpy ``E + PV`` at the pressure of each sample's
-            condition (e.g. 10 GPa for carbon_24, whose crystals were relaxed at 10 GPa).
+            ``energy_weight``, ``charge_weight``); the energy term is the enthalpy
+            ``E + PV`` at the pressure of each sample's condition (e.g. 10 GPa for
+            carbon_24, whose crystals were relaxed at 10 GPa).
         energy_weight: weight of the learned-energy guidance: one number, or a dict
             ``{condition: weight}`` (conditions not listed: 0.05); ``None``: 0.3 for
             carbon_24, 0 for perov_5 (repulsion only) and 0.05 for the others

@@ -4,9 +4,10 @@ Lightning saves a data loader's ``state_dict()`` in its checkpoints and restores
 with ``load_state_dict()`` (the ``_Stateful`` protocol). :class:`ResumableLoader`
 keeps the epoch and the number of batches it has handed out; its
 :class:`EpochShuffle` sampler draws one fixed permutation per (seed, epoch), so a
-run resumed from a mid-epoch checkpoint continues the same epoch with the batches
-it had not seen yet (at most the one batch Lightning had prefetched is skipped)
-instead of starting the epoch again.
+run resumed from a mid-epoch checkpoint continues the same epoch with exactly the
+batches it had not trained yet, instead of starting the epoch again (Lightning does
+not prefetch from a loader whose length it knows, so the count is the number of
+batches trained).
 """
 
 from __future__ import annotations
