@@ -11,7 +11,8 @@ accuracy
     elements the model was not trained on are left out and counted.
 relax
     Held-out perovskites: the ``kind=parent`` rows of the ``perov5:*`` parents in
-    ``split=test`` of ``--db`` (fallback: a seeded sample of ``--perov CSV``).
+    ``split=test`` of ``--db`` (without a database: the same held-out parents, by the
+    data set's split function, in their ``--perov CSV`` geometry).
     ``--n-primitive`` primitive cells and ``--n-supercell`` 2x2x2 supercells (of
     other parents), each rattled by 0.1 Å (seeded), are relaxed with CHGNet (ASE
     ``FIRE`` + ``FrechetCellFilter``, one by one; cached in ``--cache``) and with
@@ -318,10 +319,17 @@ def relax_inputs(args) -> tuple[list, str]:
             sys.exit(f"error: relax section: {where}, and no --perov CSV to fall back on")
         from crystalgnn_plugins.data import read_cdvae_csv
 
-        log(f"[relax] no held-out perovskites from --db; sampling from {args.perov}")
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "potential_data"))
+        from pd_structures import assign_split
+
+        log(f"[relax] no held-out perovskites from --db; taking them from {args.perov}")
         records = read_cdvae_csv(args.perov, targets=[])
-        parents = sorted(((f"perov5:{r.id}", r.atoms) for r in records), key=lambda item: item[0])
-        source = f"{args.perov} (seeded sample, seed {args.seed})"
+        # the parents the database would hold in split=test (the split is a fixed
+        # function of the parent id and the data set's seed 0), in the CSV's geometry
+        # rather than the database's (rescaled to the teacher's E(V) minimum)
+        parents = sorted(((f"perov5:{r.id}", r.atoms) for r in records
+                          if assign_split(f"perov5:{r.id}", 0) == "test"), key=lambda item: item[0])
+        source = f"{args.perov}: perov5 parents of the database's split=test, CSV geometry"
     need = args.n_primitive + args.n_supercell
     # seeded hash order: the sample stays the same while the (growing) db gains parents,
     # except for new parents that sort in front

@@ -109,29 +109,46 @@ def test_padded_and_outer_product_paths_agree(monkeypatch):
     torch.testing.assert_close(p1, p2, atol=1e-12, rtol=1e-10)
 
 
-def test_checkpointed_layers_give_the_same_results(monkeypatch):
-    """Large graphs in eval mode recompute each layer in the backward pass (less
-    memory); energies, forces, stress and their parameter gradients are unchanged."""
+@pytest.mark.parametrize("middle", [(), (3,)])
+@pytest.mark.parametrize("chunk_floats", [1, 2**22])
+def test_gated_message_gradients(middle, chunk_floats, monkeypatch):
+    """The chunked gated message sum equals its plain form, with first and second
+    derivatives in every input, in one chunk and in one chunk per edge."""
     from crystalgnn_plugins.encoders import painn
 
-    model = _model().eval()
-    g = model.graphs([random_crystal(5, 6, ("Sr", "Ti", "O"))])
-    calls = []
-    real = torch.utils.checkpoint.checkpoint
-    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
-    plain = model(g, create_graph=True)
-    assert not calls
-    monkeypatch.setattr(painn, "CHECKPOINT_EDGE_FEATURES", 0)
-    checkpointed = model(g, create_graph=True)
-    assert len(calls) == SMALL["num_layers"]
+    monkeypatch.setattr(painn, "_CHUNK_FLOATS", chunk_floats)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(4, *middle, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    src = torch.tensor([0, 2, 2, 3, 1, 0])
+    dst = torch.tensor([1, 1, 0, 2, 3, 3])
+    rbf = torch.randn(6, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    per_edge = x[src] * (rbf @ weight.T).view(6, *([1] * len(middle)), 3)
+    expected = torch.zeros(4, *middle, 3, dtype=torch.float64).index_add(0, dst, per_edge)
+
+    def fn(x, rbf, weight):
+        return painn._GatedMessage.apply(x, rbf, weight, src, dst, 4)
+
+    torch.testing.assert_close(fn(x, rbf, weight), expected)
+    assert torch.autograd.gradcheck(fn, (x, rbf, weight))
+    assert torch.autograd.gradgradcheck(fn, (x, rbf, weight))
+
+
+def test_training_and_evaluation_paths_agree():
+    """Training mode sums messages with plain autograd, evaluation with the chunked
+    op: the same energies, forces and stress (the model has no dropout)."""
+    model = _model()
+    g = model.graphs([random_crystal(5, 6, ("Sr", "Ti", "O")), random_crystal(3, 7, ("Na", "Cl"))])
+    trained = model.train()(g, create_graph=True)
+    evaluated = model.eval()(g, create_graph=True)
     for key in ("energy", "forces", "stress"):
-        torch.testing.assert_close(checkpointed[key], plain[key], atol=1e-12, rtol=1e-10)
-    (p1,) = torch.autograd.grad(plain["forces"].pow(2).sum(), [model.encoder.messages[0].filter.weight])
-    (p2,) = torch.autograd.grad(checkpointed["forces"].pow(2).sum(), [model.encoder.messages[0].filter.weight])
-    torch.testing.assert_close(p1, p2, atol=1e-12, rtol=1e-10)
-    calls.clear()
-    model.train()(g, create_graph=True)  # training never checkpoints
-    assert not calls
+        torch.testing.assert_close(evaluated[key], trained[key], atol=1e-10, rtol=1e-8)
+    # and the parameter gradients of a force loss (second derivatives through both paths)
+    weights = [model.encoder.messages[k].filter.weight for k in (0, 1)]
+    g_train = torch.autograd.grad(trained["forces"].pow(2).sum(), weights)
+    g_eval = torch.autograd.grad(evaluated["forces"].pow(2).sum(), weights)
+    for a, b in zip(g_eval, g_train, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
 
 
 def test_second_derivatives_match_finite_differences():
