@@ -406,3 +406,32 @@ def test_chgnet_stress_matches_finite_differences():
     assert r["max_abs_teacher_minus_fd"] < 2e-4
     assert r["max_abs_teacher_minus_CHGNetCalculator"] < 1e-6
     assert np.allclose(r["predict_structure_times_units_GPa"], r["teacher_eV_A3"], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- active learning
+def test_active_learning_starts_and_their_resume_key(tmp_path):
+    """add_relax_frames: seeded rattles of the parent or of its supercell, and --resume
+    counts a parent done per round and supercell size."""
+    from ase.db import connect
+
+    A = importlib.import_module("add_relax_frames")
+    parent = Atoms(
+        "SrTiO3", scaled_positions=[[0, 0, 0], [0.5] * 3, [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5]],
+        cell=np.eye(3) * 3.9, pbc=True)
+    one = A.rattled(parent, "perov5:1", seed=0)
+    assert len(one) == 5 and np.allclose(one.positions, A.rattled(parent, "perov5:1", seed=0).positions)
+    shift = one.positions - parent.positions
+    assert 0.02 < np.abs(shift).mean() < 0.3 and not np.allclose(one.cell.array, 0)
+    big = A.rattled(parent, "perov5:1", seed=0, repeat=2)
+    assert len(big) == 40 and np.allclose(big.cell.array, 2 * parent.cell.array)
+    assert np.allclose(big.positions, A.rattled(parent, "perov5:1", seed=0, repeat=2).positions)
+
+    db = connect(tmp_path / "frames.db")
+    for pid in ("perov5:1", "perov5:2"):
+        db.write(parent, kind="parent", split="train", source="perov5", parent_id=pid)
+    db.write(parent, kind="student_relaxed", split="train", source="perov5", parent_id="perov5:1",
+             al_round=5, repeat=2)
+    todo = lambda **kw: sorted(p for p, _, _ in A.parents_to_do(tmp_path / "frames.db", ["perov5"], True, None, **kw))  # noqa: E731
+    assert todo(round_=5, repeat=2) == ["perov5:2"]
+    assert todo(round_=5, repeat=1) == ["perov5:1", "perov5:2"]
+    assert todo(round_=4, repeat=2) == ["perov5:1", "perov5:2"]
