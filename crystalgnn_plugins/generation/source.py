@@ -168,6 +168,11 @@ class CrystalStructureSource:
             ``relax=True`` (default fmax 0.05 eV/Å, 500 steps, cell relaxed, at the
             pressure of the sample's condition: ``CrystalFlow.condition_pressures``).
         device: ``"cpu"`` or ``"cuda"``.
+        reuse_memory: on CPU, let the C allocator keep freed buffers for the next
+            step (process-wide, see
+            :func:`~crystalgnn_plugins.calculators.reuse_host_memory`), as
+            ``GNNCalculator`` does: guided carbon_24 sampling 4.8 → 7.6 valid
+            crystals/s on one thread; the resident memory stays at its peak.
     """
 
     def __init__(
@@ -189,9 +194,14 @@ class CrystalStructureSource:
         max_batch_atoms: int = 2000,
         relax_kwargs: dict[str, Any] | None = None,
         device: str | torch.device = "cpu",
+        reuse_memory: bool = True,
     ):
         self.flow = resolve_generator(model, device=device).eval()
         self.device = torch.device(device)
+        if reuse_memory and self.device.type == "cpu":
+            from crystalgnn_plugins.calculators.host_memory import reuse_host_memory
+
+            reuse_host_memory()
         self._energy_model_arg = energy_model
         self._energy_model = None
         self.physics = physics

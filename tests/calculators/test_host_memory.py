@@ -68,3 +68,16 @@ def test_calculator_and_relaxer_switch_it_on_unless_disabled(monkeypatch, model,
     monkeypatch.setitem(host_memory._state, "keep", False)
     BatchedFIRE(model, reuse_memory=reuse)
     assert host_memory.host_memory_reused() is reuse
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_structure_source_switches_it_on_unless_disabled(monkeypatch, reuse, tmp_path):
+    from crystalgnn_plugins.generation import CrystalFlow, CrystalStructureSource
+
+    monkeypatch.setattr(host_memory, "_mallopt", lambda: (lambda p, v: seen.append(p) or 1))
+    monkeypatch.setitem(host_memory._state, "keep", False)
+    seen = []
+    torch.manual_seed(0)
+    flow = CrystalFlow(elements=["Cu", "O"], conditions=["toy"], hidden=8, num_layers=1)
+    CrystalStructureSource(flow, physics=False, reuse_memory=reuse)
+    assert host_memory.host_memory_reused() is reuse and bool(seen) is reuse
