@@ -19,6 +19,14 @@ relaxes every parent again, with a new rattle, using a newer student), and are w
 chunk in one transaction; ``--resume`` skips parents that already have such frames in
 this round.
 
+``--relaxer teacher`` lets the teacher relax the rattled parents instead (ASE FIRE +
+Fréchet cell filter, as the benchmark's CHGNet reference does) and keeps its own labels
+along the way: its relaxed structure (``kind=teacher_relaxed``) and ``--path-frames``
+structures along its path, denser early on (``teacher_path``). These sit between the
+parents and the teacher's minima, e.g. the distorted perovskites CHGNet relaxes to,
+which the student must reproduce. ``--shard i/n`` splits the parents between parallel
+runs (e.g. ``0/2`` and ``1/2`` on two cores).
+
 Usage::
 
     python benchmarks/potential_data/add_relax_frames.py --db DIR/frames.db --model default \\
@@ -45,12 +53,12 @@ import numpy as np  # noqa: E402
 import pd_structures as S  # noqa: E402
 from make_dataset import TEACHER_NAME, _bad_label, log, write_rows  # noqa: E402
 
-KINDS = ("student_relaxed", "student_path")
+KINDS = ("student_relaxed", "student_path", "teacher_relaxed", "teacher_path")
 RATTLE = 0.1  # Å, as in the relaxation benchmark
 
 
 def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: int | None,
-                  round_: int = 1, repeat: int = 1) -> list:
+                  round_: int = 1, repeat: int = 1, relaxer: str = "student") -> list:
     """``(parent_id, source, Atoms)`` of the training parents still to do in
     this active-learning round and supercell size (rows without ``al_round`` belong
     to round 1, rows without ``repeat`` to primitive cells)."""
@@ -59,7 +67,7 @@ def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: 
     db = connect(db_path)
     done: set[str] = set()
     if resume:
-        for kind in KINDS:
+        for kind in (k for k in KINDS if k.startswith(relaxer)):
             rows = db.select(kind=kind, columns=["key_value_pairs"])  # no structures decoded
             done |= {r.parent_id for r in rows
                      if int(r.get("al_round", 1)) == round_ and int(r.get("repeat", 1)) == repeat}
@@ -77,6 +85,42 @@ def rattled(atoms, parent_id: str, seed: int, repeat: int = 1):
     start = S._plain(atoms.repeat((repeat,) * 3) if repeat > 1 else atoms)
     start.positions += rng.normal(scale=RATTLE, size=start.positions.shape)
     return start
+
+
+def teacher_path(start, calc, fmax: float, steps: int, keep: int) -> tuple[list, bool, int]:
+    """Relax ``start`` with the teacher (ASE FIRE + FrechetCellFilter, as in the
+    benchmark's CHGNet reference) and keep its own labels along the way: the final
+    structure (``teacher_relaxed``) and up to ``keep`` structures along the path after
+    the start, denser early on (``teacher_path``). No extra teacher call: each kept frame's
+    labels are the calculator's results at that geometry. Returns
+    ``([(kind, atoms, labels)], converged, steps)``."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import FIRE
+
+    work = start.copy()
+    work.calc = calc
+    path: list = []
+
+    def record() -> None:
+        if not calc.check_state(work):  # the stored results belong to this geometry
+            lab = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v) for k, v in calc.results.items()}
+            path.append((S._plain(work), lab))
+
+    opt = FIRE(FrechetCellFilter(work), logfile=None)
+    opt.attach(record, interval=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scipy logm accuracy notes, pymatgen constraint notes
+        converged = bool(opt.run(fmax=fmax, steps=steps))
+    work.get_potential_energy()
+    record()
+    if not path:
+        return [], converged, int(opt.nsteps)
+    final = ("teacher_relaxed", *path[-1])
+    inner = path[1:-1]  # neither the start (a plain rattle) nor the end
+    # denser early on, where the forces are large and the path moves most: step
+    # fractions (k / keep)^2 of the path, k = 0 .. keep - 1
+    picks = sorted({int(round((k / keep) ** 2 * (len(inner) - 1))) for k in range(keep)}) if inner and keep > 0 else []
+    return [("teacher_path", *inner[k]) for k in picks] + [final], converged, int(opt.nsteps)
 
 
 def midpoint(a, b):
@@ -107,10 +151,22 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1,
                     help="relax repeat^3 supercells of the parents (2: 40-atom perovskite cells, where "
                          "octahedra can tilt, as in the benchmark's 2x2x2 cells)")
+    ap.add_argument("--relaxer", choices=("student", "teacher"), default="student",
+                    help="who relaxes the rattled parents: the student model (labels where it ends; "
+                         "default) or the teacher itself (its own labels along its path, --path-frames)")
+    ap.add_argument("--path-frames", type=int, default=4,
+                    help="teacher relaxer: frames kept along the path besides the relaxed one")
+    ap.add_argument("--shard", default="0/1", help="i/n: only every n-th parent from the i-th (parallel runs)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error(f"--repeat must be at least 1, got {args.repeat}")
+    try:
+        shard, shards = (int(x) for x in args.shard.split("/"))
+        if not 0 <= shard < shards:
+            raise ValueError
+    except ValueError:
+        ap.error(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}")
 
     import pd_teacher as T
     import torch
@@ -122,15 +178,45 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     db_path = Path(args.db)
     todo = parents_to_do(db_path, [s.strip() for s in args.sources.split(",") if s.strip()], args.resume,
-                         args.max_parents, args.round, args.repeat)
-    log(f"{len(todo)} training parents to relax ({args.sources})")
-    student = resolve_model(args.model)
+                         args.max_parents, args.round, args.repeat, args.relaxer)
+    todo = todo[shard::shards]
+    log(f"{len(todo)} training parents to relax ({args.sources}, {args.relaxer} relaxes, shard {args.shard})")
     teacher = T.Teacher(threads=args.threads)
     db = connect(db_path)
     t0, written, skipped = time.perf_counter(), 0, 0
-    for lo in range(0, len(todo), args.chunk_size):
-        chunk = todo[lo : lo + args.chunk_size]
+    chunk_size = args.chunk_size if args.relaxer == "student" else max(1, min(args.chunk_size, 16))
+    if args.relaxer == "teacher":
+        calc = T.TeacherCalculator(teacher)
+    else:
+        student = resolve_model(args.model)
+    for lo in range(0, len(todo), chunk_size):
+        chunk = todo[lo : lo + chunk_size]
         starts = [rattled(atoms, pid, args.seed + 1000 * (args.round - 1), args.repeat) for pid, _, atoms in chunk]
+        if args.relaxer == "teacher":
+            rows, number = [], {}
+            for (pid, source, _), start in zip(chunk, starts, strict=True):
+                try:
+                    frames, converged, nsteps = teacher_path(start, calc, args.fmax, args.steps, args.path_frames)
+                except RuntimeError:  # the teacher failed on a geometry
+                    skipped += 1
+                    continue
+                info = {"teacher_converged": int(converged), "teacher_steps": nsteps, "repeat": int(args.repeat)}
+                for kind, atoms, lab in frames:
+                    if S.too_close(atoms) or _bad_label(lab, len(atoms), args.max_force):
+                        skipped += 1
+                        continue
+                    number[pid] = number.get(pid, 0) + 1
+                    rows.append({"atoms": atoms, "labels": lab, "kvp": {
+                        "parent_id": pid, "source": source, "kind": kind, "split": "train", "teacher": TEACHER_NAME,
+                        "frame": 1000 * args.round + 100 * (args.repeat - 1) + number[pid], "student": "teacher",
+                        "al_round": int(args.round), **info}})
+            write_rows(db, rows)
+            written += len(rows)
+            done = lo + len(chunk)
+            rate = done / (time.perf_counter() - t0)
+            log(f"{done}/{len(todo)} parents, {written} frames written, {skipped} skipped "
+                f"({rate:.2f} parents/s, {(len(todo) - done) / rate / 60:.0f} min left)")
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             results = relax(starts, student, fmax=args.fmax, steps=args.steps, batched=True, on_error="skip")

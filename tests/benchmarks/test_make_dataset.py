@@ -435,3 +435,27 @@ def test_active_learning_starts_and_their_resume_key(tmp_path):
     assert todo(round_=5, repeat=2) == ["perov5:2"]
     assert todo(round_=5, repeat=1) == ["perov5:1", "perov5:2"]
     assert todo(round_=4, repeat=2) == ["perov5:1", "perov5:2"]
+
+
+def test_teacher_path_keeps_the_teachers_own_labels():
+    """--relaxer teacher: FIRE + FrechetCellFilter with the teacher (EMT here); the
+    kept frames carry the calculator's results at exactly their geometry."""
+    from ase.calculators.emt import EMT
+
+    A = importlib.import_module("add_relax_frames")
+    start = bulk("Cu", "fcc", a=3.7).repeat((2, 2, 2))
+    start.rattle(0.1, seed=3)
+    frames, converged, steps = A.teacher_path(start, EMT(), fmax=0.05, steps=200, keep=3)
+    assert converged and steps > 3
+    kinds = [k for k, _, _ in frames]
+    assert kinds == ["teacher_path"] * 3 + ["teacher_relaxed"]
+    for _, atoms, lab in frames:
+        ref = atoms.copy()
+        ref.calc = EMT()
+        assert np.isclose(lab["energy"], ref.get_potential_energy())
+        assert np.allclose(lab["forces"], ref.get_forces(), atol=1e-10)
+        assert np.allclose(lab["stress"], ref.get_stress(), atol=1e-10)
+    assert np.linalg.norm(frames[-1][2]["forces"], axis=1).max() < 0.05
+    assert not np.allclose(frames[0][1].positions, start.positions)  # the start itself is not kept
+    few, _, _ = A.teacher_path(start, EMT(), fmax=0.05, steps=200, keep=0)
+    assert [k for k, _, _ in few] == ["teacher_relaxed"]
