@@ -27,6 +27,8 @@ _M_MMAP_THRESHOLD = -3
 KEEP_MMAP_THRESHOLD = 1 << 30
 #: free memory at the top of the heap is never returned to the OS (glibc: -1 turns trimming off)
 KEEP_TRIM_THRESHOLD = -1
+#: the largest mmap threshold older glibc versions accept (DEFAULT_MMAP_THRESHOLD_MAX, 64-bit)
+_MAX_CAPPED_MMAP_THRESHOLD = 32 * 1024 * 1024
 #: glibc's defaults (fixed values: restoring them turns off its dynamic threshold)
 _DEFAULT_THRESHOLD = 128 * 1024
 
@@ -46,22 +48,38 @@ def reuse_host_memory(keep: bool = True) -> bool:
     """Let the C allocator keep freed buffers for reuse (``keep=True``) or return
     large ones to the operating system again (``keep=False``, glibc's defaults).
 
-    Process-wide and idempotent. Returns whether the setting is in effect: ``False``
+    Process-wide and idempotent; it overrides ``MALLOC_TRIM_THRESHOLD_`` and
+    ``MALLOC_MMAP_THRESHOLD_``. Returns whether the setting is in effect: ``False``
     where the allocator is not glibc's (macOS, Windows, musl), where nothing changes.
-    Used by :class:`GNNCalculator` and the batched relaxer on CPU unless disabled
-    with ``reuse_memory=False``.
+    Used on CPU by :class:`GNNCalculator`, the batched relaxer and
+    :class:`~crystalgnn_plugins.generation.CrystalStructureSource` unless disabled
+    with ``reuse_memory=False``. ``keep=False`` also hands the free memory the
+    process holds back to the operating system (``malloc_trim``).
     """
     mallopt = _mallopt()
     if mallopt is None:
         return False
     if _state["keep"] == keep:
         return True
-    mmap_bytes = KEEP_MMAP_THRESHOLD if keep else _DEFAULT_THRESHOLD
-    trim_bytes = KEEP_TRIM_THRESHOLD if keep else _DEFAULT_THRESHOLD
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_bytes)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_bytes))
+    if keep:
+        # glibc versions that cap the mmap threshold at 32 MiB refuse 1 GiB: take the cap
+        ok_mmap = bool(mallopt(_M_MMAP_THRESHOLD, KEEP_MMAP_THRESHOLD)) or bool(
+            mallopt(_M_MMAP_THRESHOLD, _MAX_CAPPED_MMAP_THRESHOLD))
+        ok = bool(mallopt(_M_TRIM_THRESHOLD, KEEP_TRIM_THRESHOLD)) and ok_mmap
+    else:
+        ok = bool(mallopt(_M_MMAP_THRESHOLD, _DEFAULT_THRESHOLD)) and bool(
+            mallopt(_M_TRIM_THRESHOLD, _DEFAULT_THRESHOLD))
+        _malloc_trim()
     if ok:
         _state["keep"] = keep
     return ok
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # pragma: no cover - glibc has it
+        pass
 
 
 def host_memory_reused() -> bool:

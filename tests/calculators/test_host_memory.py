@@ -45,6 +45,7 @@ def test_setting_is_idempotent_and_reversible(monkeypatch, restore_allocator):
     assert reuse_host_memory() is True and host_memory.host_memory_reused()
     assert reuse_host_memory() is True  # already in effect: no second call
     assert calls == [(-3, host_memory.KEEP_MMAP_THRESHOLD), (-1, host_memory.KEEP_TRIM_THRESHOLD)]
+    assert host_memory.KEEP_TRIM_THRESHOLD == -1  # glibc: trimming off
     assert reuse_host_memory(False) is True and not host_memory.host_memory_reused()
     assert calls[2:] == [(-3, 128 * 1024), (-1, 128 * 1024)]
 
@@ -81,3 +82,17 @@ def test_structure_source_switches_it_on_unless_disabled(monkeypatch, reuse, tmp
     flow = CrystalFlow(elements=["Cu", "O"], conditions=["toy"], hidden=8, num_layers=1)
     CrystalStructureSource(flow, physics=False, reuse_memory=reuse)
     assert host_memory.host_memory_reused() is reuse and bool(seen) is reuse
+
+
+def test_capped_glibc_falls_back_to_its_largest_mmap_threshold(monkeypatch, restore_allocator):
+    """A glibc that refuses a 1 GiB mmap threshold still gets trimming turned off."""
+    calls = []
+
+    def capped(param, value):
+        calls.append((param, value))
+        return 0 if (param == -3 and value > 32 * 2**20) else 1
+
+    host_memory._state["keep"] = False
+    monkeypatch.setattr(host_memory, "_mallopt", lambda: capped)
+    assert reuse_host_memory() is True
+    assert calls == [(-3, host_memory.KEEP_MMAP_THRESHOLD), (-3, 32 * 2**20), (-1, -1)]

@@ -132,6 +132,23 @@ def test_gated_message_gradients(middle, chunk_floats, monkeypatch):
     torch.testing.assert_close(fn(x, rbf, weight), expected)
     assert torch.autograd.gradcheck(fn, (x, rbf, weight))
     assert torch.autograd.gradgradcheck(fn, (x, rbf, weight))
+    # only some inputs need gradients (forces with frozen parameters: rbf only), and
+    # inputs that are slices of larger tensors (phi columns, rows of the filter weight)
+    wide = torch.randn(4, *middle, 7, generator=gen, dtype=torch.float64)
+    big_weight = torch.randn(9, 5, generator=gen, dtype=torch.float64, requires_grad=True)
+    for needs in [(False, True, False), (True, False, False), (False, False, True), (True, True, False)]:
+        xs = wide[..., 2:5].clone().requires_grad_(needs[0])
+        rs = rbf.detach().clone().requires_grad_(needs[1])
+        ws = big_weight[3:6] if needs[2] else big_weight[3:6].detach()
+        out = painn._GatedMessage.apply(xs, rs, ws, src, dst, 4)
+        ref = torch.zeros(4, *middle, 3, dtype=torch.float64).index_add(
+            0, dst, xs[src] * (rs @ ws.T).view(6, *([1] * len(middle)), 3))
+        inputs = [t for t, n in zip((xs, rs, ws), needs, strict=True) if n]
+        cot = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+        got = torch.autograd.grad(out, inputs, cot)
+        want = torch.autograd.grad(ref, inputs, cot)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
 
 
 def test_training_and_evaluation_paths_agree():
@@ -149,6 +166,18 @@ def test_training_and_evaluation_paths_agree():
     g_eval = torch.autograd.grad(evaluated["forces"].pow(2).sum(), weights)
     for a, b in zip(g_eval, g_train, strict=True):
         torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-8)
+
+
+def test_vectorized_jacobian_in_evaluation_mode():
+    """Batched gradients (vmap over the backward pass) go through the chunked sums too."""
+    enc = _encoder(atom_features=4, num_layers=2, num_radial=4, cutoff=3.2)
+    g = CrystalGraph.from_atoms(random_crystal(3, 2, ("Na", "Cl")), enc.cutoff, dtype=torch.float64)
+    ev = g.edge_vectors().detach()
+
+    def jac(module):
+        return torch.autograd.functional.jacobian(lambda e: module(g, e).sum(0), ev, vectorize=True)
+
+    torch.testing.assert_close(jac(enc.eval()), jac(enc.train()))
 
 
 def test_second_derivatives_match_finite_differences():
