@@ -18,7 +18,10 @@ relax
     ``FIRE`` + ``FrechetCellFilter``, one by one; cached in ``--cache``) and with
     our model one by one and batched (``crystalgnn_plugins.relaxation.relax``).
     Reports converged counts, the ``StructureMatcher()`` match rate and mean RMS
-    distance of our relaxed structures against CHGNet's, and wall times.
+    distance of our relaxed structures against CHGNet's, and wall times. With
+    ``--reference-noise A``, CHGNet also relaxes every start moved by ``A`` Å more, and
+    the report gives how often CHGNet matches itself: how sensitive the reference
+    minima are to the start, the floor of the match criterion.
 speed
     Single-point energy + forces + stress of rattled (0.05 Å) cubic SrTiO3
     supercells (320 and 2,560 atoms) through the ASE calculators (``GNNCalculator``
@@ -354,6 +357,7 @@ def relax_inputs(args) -> tuple[list, str]:
 
 
 def cache_key(atoms, seed: int, fmax: float, steps: int) -> str:
+    """Cache key of one CHGNet reference relaxation (the input's hash included)."""
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
     digest.update(np.round(atoms.positions, 8).tobytes())
@@ -443,6 +447,25 @@ def section_relax(args, model, chgnet_fn) -> dict:
     if from_cache:
         log(f"[relax] CHGNet: {from_cache} of {len(structures)} relaxations taken from the cache {args.cache}")
 
+    # ---- CHGNet against itself: the same starts moved by --reference-noise Å more
+    noisy_ref = []
+    if args.reference_noise > 0:
+        for k, atoms in enumerate(structures):
+            moved = atoms.copy()
+            moved.rattle(stdev=args.reference_noise, seed=stable_seed(args.seed, atoms.info["id"], "noise",
+                                                                      args.reference_noise))
+            moved.info["id"] = f"{atoms.info['id']}+noise{args.reference_noise}"
+            key = cache_key(moved, args.seed, args.fmax, args.steps)
+            if key not in cache:
+                if calc is None:
+                    calc = chgnet_calculator(chgnet_fn())
+                cache[key] = chgnet_relax_one(moved, calc, args.fmax, args.steps)
+                if args.cache:
+                    atomic_write_json(args.cache, {"description": "CHGNet 0.3.0 reference relaxations "
+                                                   "(benchmarks/compare_chgnet.py)", "relaxations": cache})
+                log(f"[relax] CHGNet (+{args.reference_noise} Å) {k + 1}/{len(structures)} {moved.info['id']}")
+            noisy_ref.append(cache[key])
+
     # ---- ours
     runs = {}
     for mode, batched in (("one_by_one", False), ("batched", True)):
@@ -510,6 +533,23 @@ def section_relax(args, model, chgnet_fn) -> dict:
                 1e3 * abs(r.energy - rf["energy"]) / len(rf["numbers"])
                 for r, rf in zip(results, ref, strict=True) if r.error is None
             ])) if n_ok else None,
+            "per_structure": rows,
+        }
+    if noisy_ref:
+        rows, matched = [], 0
+        for atoms, rf, ref_s, nz in zip(structures, ref, ref_structs, noisy_ref, strict=True):
+            nz_s = adaptor.get_structure(Atoms(numbers=nz["numbers"], positions=nz["positions"],
+                                               cell=nz["cell"], pbc=True))
+            fit = bool(matcher.fit(nz_s, ref_s))
+            matched += fit
+            rows.append({"id": atoms.info["id"], "matched": fit, "converged": bool(nz["converged"]),
+                         "spacegroup": _spacegroup(nz_s), "volume_ratio": nz_s.volume / ref_s.volume,
+                         "energy_diff_mev_per_atom": 1e3 * (nz["energy"] - rf["energy"]) / len(atoms)})
+        out["chgnet_vs_itself"] = {
+            "noise_A": args.reference_noise,
+            "converged": sum(r["converged"] for r in rows),
+            "matched": matched,
+            "match_rate": matched / len(rows),
             "per_structure": rows,
         }
     chg = out["chgnet"]["wall_s"]
@@ -737,6 +777,10 @@ def print_report(report: dict) -> None:
                 f"{_fmt(o['mean_abs_energy_diff_mev_per_atom'], '.1f'):>13}{o['wall_s']:>9.1f}{_fmt(speed, '.2f'):>13}")
         log(f"speed-up batched vs CHGNet: {_fmt(rel['speedup_batched_vs_chgnet'], '.2f')}x "
             f"(one by one: {_fmt(rel['speedup_one_by_one_vs_chgnet'], '.2f')}x)")
+        own = rel.get("chgnet_vs_itself")
+        if own:
+            log(f"CHGNet against itself (starts moved by {own['noise_A']} Å more): {own['matched']}/{n} match, "
+                f"{own['converged']}/{n} converged")
     spd = report.get("speed")
     if spd:
         log(f"\n-- single point E+F+S, rattled cubic SrTiO3, median of {spd['repeats']} after a warm-up "
@@ -809,6 +853,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=500, help="relax: maximum FIRE steps (default 500)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="batch size of our batched relaxation and of the accuracy evaluation (default 64)")
+    p.add_argument("--reference-noise", type=float, default=0.0,
+                   help="relax: also relax each start moved by this many Å more (seeded) with CHGNet and "
+                        "report how many of those match CHGNet's own relaxed structures (the floor of the "
+                        "match criterion; default 0: off)")
     p.add_argument("--cache", help="relax: JSON cache of the CHGNet reference relaxations "
                                    "(default: none, CHGNet relaxations are always rerun)")
     p.add_argument("--repeats", type=int, default=3, help="speed/scaling: timed repeats after a warm-up (default 3)")
