@@ -106,18 +106,18 @@ class _GatedMessage(torch.autograd.Function):
         # (batched gradients, e.g. jacobian(vectorize=True)): then one chunk, out of place
         chunked = not torch.is_grad_enabled() and not _is_batched(grad)
         chunks = _edge_chunks(src.shape[0], math.prod(x.shape[1:]), x.device) if chunked else [slice(0, src.shape[0])]
-        grad_x = grad_w = None
+        grad_x = x.new_zeros(x.shape) if need_x else None
+        grad_w = None
         grad_rbf = rbf.new_empty(rbf.shape) if need_rbf and len(chunks) > 1 else None
         for sl in chunks:
             g = grad.index_select(0, dst[sl])
             if need_x:
                 gate = nn.functional.linear(rbf[sl], weight)
                 contrib = g * gate.view(gate.shape[0], *middle, weight.shape[0])
-                if not chunked:
-                    grad_x = x.new_zeros(x.shape).index_add(0, src[sl], contrib)
-                else:
-                    grad_x = x.new_zeros(x.shape) if grad_x is None else grad_x
+                if chunked:
                     grad_x.index_add_(0, src[sl], contrib)
+                else:
+                    grad_x = grad_x.index_add(0, src[sl], contrib)
             if need_rbf or need_w:
                 gg = g * x.index_select(0, src[sl])
                 if middle:
