@@ -189,11 +189,12 @@ def main(argv=None) -> int:
         calc = T.TeacherCalculator(teacher)
     else:
         student = resolve_model(args.model)
+    producer = "teacher" if args.relaxer == "teacher" else str(args.model)
     for lo in range(0, len(todo), chunk_size):
         chunk = todo[lo : lo + chunk_size]
         starts = [rattled(atoms, pid, args.seed + 1000 * (args.round - 1), args.repeat) for pid, _, atoms in chunk]
+        labelled = []  # (parent_id, source, kind, atoms, info, labels)
         if args.relaxer == "teacher":
-            rows, number = [], {}
             for (pid, source, _), start in zip(chunk, starts, strict=True):
                 try:
                     frames, converged, nsteps = teacher_path(start, calc, args.fmax, args.steps, args.path_frames)
@@ -201,48 +202,35 @@ def main(argv=None) -> int:
                     skipped += 1
                     continue
                 info = {"teacher_converged": int(converged), "teacher_steps": nsteps, "repeat": int(args.repeat)}
-                for kind, atoms, lab in frames:
-                    if S.too_close(atoms) or _bad_label(lab, len(atoms), args.max_force):
-                        skipped += 1
-                        continue
-                    number[pid] = number.get(pid, 0) + 1
-                    rows.append({"atoms": atoms, "labels": lab, "kvp": {
-                        "parent_id": pid, "source": source, "kind": kind, "split": "train", "teacher": TEACHER_NAME,
-                        "frame": 1000 * args.round + 100 * (args.repeat - 1) + number[pid], "student": "teacher",
-                        "al_round": int(args.round), **info}})
-            write_rows(db, rows)
-            written += len(rows)
-            done = lo + len(chunk)
-            rate = done / (time.perf_counter() - t0)
-            log(f"{done}/{len(todo)} parents, {written} frames written, {skipped} skipped "
-                f"({rate:.2f} parents/s, {(len(todo) - done) / rate / 60:.0f} min left)")
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            results = relax(starts, student, fmax=args.fmax, steps=args.steps, batched=True, on_error="skip")
-        frames = []  # (parent_id, source, kind, atoms, info)
-        for (pid, source, _), start, res in zip(chunk, starts, results, strict=True):
-            if res.error is not None:
-                skipped += 1
-                continue
-            end = S._plain(res.structure)  # Atoms in, Atoms out
-            info = {"student_converged": int(bool(res.converged)), "student_steps": int(res.steps),
-                    "repeat": int(args.repeat)}
-            candidates = [("student_relaxed", end)] + ([("student_path", midpoint(start, end))] if args.midpoints else [])
-            for kind, atoms in candidates:
-                if S.too_close(atoms):
+                labelled += [(pid, source, kind, atoms, info, lab) for kind, atoms, lab in frames]
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                results = relax(starts, student, fmax=args.fmax, steps=args.steps, batched=True, on_error="skip")
+            frames = []  # (parent_id, source, kind, atoms, info)
+            for (pid, source, _), start, res in zip(chunk, starts, results, strict=True):
+                if res.error is not None:
                     skipped += 1
                     continue
-                frames.append((pid, source, kind, atoms, info))
-        labels = teacher.label([f[3] for f in frames])
+                end = S._plain(res.structure)  # Atoms in, Atoms out
+                info = {"student_converged": int(bool(res.converged)), "student_steps": int(res.steps),
+                        "repeat": int(args.repeat)}
+                candidates = [("student_relaxed", end)] + ([("student_path", midpoint(start, end))] if args.midpoints else [])
+                for kind, atoms in candidates:
+                    if S.too_close(atoms):  # not worth a teacher call
+                        skipped += 1
+                        continue
+                    frames.append((pid, source, kind, atoms, info))
+            labels = teacher.label([f[3] for f in frames])
+            labelled = [(*f, lab) for f, lab in zip(frames, labels, strict=True)]
         rows, number = [], {}
-        for (pid, source, kind, atoms, info), lab in zip(frames, labels, strict=True):
-            if _bad_label(lab, len(atoms), args.max_force):
+        for pid, source, kind, atoms, info, lab in labelled:
+            if S.too_close(atoms) or _bad_label(lab, len(atoms), args.max_force):
                 skipped += 1
                 continue
             number[pid] = number.get(pid, 0) + 1
             kvp = {"parent_id": pid, "source": source, "kind": kind, "split": "train", "teacher": TEACHER_NAME,
-                   "frame": 1000 * args.round + 100 * (args.repeat - 1) + number[pid], "student": str(args.model),
+                   "frame": 1000 * args.round + 100 * (args.repeat - 1) + number[pid], "student": producer,
                    "al_round": int(args.round), **info}
             rows.append({"atoms": atoms, "labels": lab, "kvp": kvp})
         write_rows(db, rows)
