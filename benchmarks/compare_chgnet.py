@@ -426,45 +426,42 @@ def section_relax(args, model, chgnet_fn) -> dict:
 
     # ---- CHGNet reference, one by one, cached
     cache = load_cache(args.cache)
-    ref, from_cache = [], 0
-    calc = None
-    for k, atoms in enumerate(structures):
-        key = cache_key(atoms, args.seed, args.fmax, args.steps)
-        if key in cache:
-            from_cache += 1
-            ref.append(cache[key])
-            continue
-        if calc is None:
-            calc = chgnet_calculator(chgnet_fn())
-        res = chgnet_relax_one(atoms, calc, args.fmax, args.steps)
-        ref.append(res)
-        cache[key] = res
-        if args.cache:
-            atomic_write_json(args.cache, {"description": "CHGNet 0.3.0 reference relaxations "
-                                           "(benchmarks/compare_chgnet.py)", "relaxations": cache})
-        log(f"[relax] CHGNet {k + 1}/{len(structures)} {atoms.info['id']} ({len(atoms)} atoms): "
-            f"{'converged' if res['converged'] else 'NOT converged'} in {res['steps']} steps, {res['wall_s']:.1f} s")
-    if from_cache:
-        log(f"[relax] CHGNet: {from_cache} of {len(structures)} relaxations taken from the cache {args.cache}")
+    chgnet_calc: list = []  # loaded on the first relaxation not in the cache
+
+    def chgnet_relaxations(starts: list, label: str) -> tuple[list[dict], int]:
+        out, from_cache = [], 0
+        for k, atoms in enumerate(starts):
+            key = cache_key(atoms, args.seed, args.fmax, args.steps)
+            if key in cache:
+                from_cache += 1
+                out.append(cache[key])
+                continue
+            if not chgnet_calc:
+                chgnet_calc.append(chgnet_calculator(chgnet_fn()))
+            res = cache[key] = chgnet_relax_one(atoms, chgnet_calc[0], args.fmax, args.steps)
+            out.append(res)
+            if args.cache:
+                atomic_write_json(args.cache, {"description": "CHGNet 0.3.0 reference relaxations "
+                                               "(benchmarks/compare_chgnet.py)", "relaxations": cache})
+            log(f"[relax] {label} {k + 1}/{len(starts)} {atoms.info['id']} ({len(atoms)} atoms): "
+                f"{'converged' if res['converged'] else 'NOT converged'} in {res['steps']} steps, {res['wall_s']:.1f} s")
+        if from_cache:
+            log(f"[relax] {label}: {from_cache} of {len(starts)} relaxations taken from the cache {args.cache}")
+        return out, from_cache
+
+    ref, from_cache = chgnet_relaxations(structures, "CHGNet")
 
     # ---- CHGNet against itself: the same starts moved by --reference-noise Å more
     noisy_ref = []
     if args.reference_noise > 0:
-        for k, atoms in enumerate(structures):
+        moved_starts = []
+        for atoms in structures:
             moved = atoms.copy()
             moved.rattle(stdev=args.reference_noise, seed=stable_seed(args.seed, atoms.info["id"], "noise",
                                                                       args.reference_noise))
             moved.info["id"] = f"{atoms.info['id']}+noise{args.reference_noise}"
-            key = cache_key(moved, args.seed, args.fmax, args.steps)
-            if key not in cache:
-                if calc is None:
-                    calc = chgnet_calculator(chgnet_fn())
-                cache[key] = chgnet_relax_one(moved, calc, args.fmax, args.steps)
-                if args.cache:
-                    atomic_write_json(args.cache, {"description": "CHGNet 0.3.0 reference relaxations "
-                                                   "(benchmarks/compare_chgnet.py)", "relaxations": cache})
-                log(f"[relax] CHGNet (+{args.reference_noise} Å) {k + 1}/{len(structures)} {moved.info['id']}")
-            noisy_ref.append(cache[key])
+            moved_starts.append(moved)
+        noisy_ref, _ = chgnet_relaxations(moved_starts, f"CHGNet (+{args.reference_noise} Å)")
 
     # ---- ours
     runs = {}
