@@ -128,7 +128,12 @@ def main() -> None:
     ap.add_argument(
         "--widen", type=int, default=None, metavar="FEATURES",
         help="with --init-from: widen the PaiNN model to FEATURES per atom, keeping its predictions "
-        "(new channels start with zero influence, crystalgnn_plugins.training.widen)",
+        "(new channels start with zero influence, crystalgnn_plugins.training.grow)",
+    )
+    ap.add_argument(
+        "--deepen", type=int, default=None, metavar="LAYERS",
+        help="with --init-from: give the PaiNN model LAYERS interaction blocks, keeping its predictions "
+        "(new blocks appended with zero output, crystalgnn_plugins.training.grow)",
     )
     ap.add_argument(
         "--core-repulsion", action="store_true",
@@ -168,12 +173,17 @@ def main() -> None:
             raise SystemExit(f"--init-from {args.init_from}: not an energy model ({type(model).__name__})")
         print(f"starting from {args.init_from} ({model.num_parameters} parameters)", flush=True)
         if args.widen:
-            from crystalgnn_plugins.training.widen import widen_energy_model
+            from crystalgnn_plugins.training.grow import widen_energy_model
 
             model = widen_energy_model(model, args.widen)
             print(f"widened to {args.widen} features ({model.num_parameters} parameters)", flush=True)
-    elif args.widen:
-        raise SystemExit("--widen needs --init-from (the model to widen)")
+        if args.deepen:
+            from crystalgnn_plugins.training.grow import deepen_energy_model
+
+            model = deepen_energy_model(model, args.deepen)
+            print(f"deepened to {args.deepen} interaction blocks ({model.num_parameters} parameters)", flush=True)
+    elif args.widen or args.deepen:
+        raise SystemExit("--widen and --deepen need --init-from (the model to grow)")
     else:
         model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
     if args.core_repulsion:

@@ -1,19 +1,28 @@
-"""Function-preserving widening of a trained PaiNN energy model (Net2Net-style).
+"""Function-preserving growth of a trained PaiNN energy model (Net2Net-style).
 
-A model with ``F`` features per atom is copied into one with ``F' > F``: every
-weight between old channels is copied, every weight from a new channel into an
-old one is zero, and the weights into the new channels keep the fresh model's
-random initialisation. The old channels therefore compute exactly what they
-computed before, the new channels take no part in the output at first (energy,
-forces and stress unchanged), and training can use them from the first step
-(their outgoing weights get gradients because their activations are not zero).
-Continuing training of a wider model from a trained narrow one costs far less
-than training the wider model from scratch.
+Continuing training of a larger model from a trained smaller one costs far less than
+training the larger model from scratch. Both kinds of growth give a model that
+predicts the same energies, forces and stresses (to float rounding) and can use its
+new weights from the first training step.
+
+**Wider** (:func:`widen_energy_model`). A model with ``F`` features per atom is
+copied into one with ``F' > F``: every weight between old channels is copied, every
+weight from a new channel into an old one is zero, and the weights into the new
+channels keep the fresh model's random initialisation. The old channels therefore
+compute exactly what they computed before, the new channels take no part in the
+output at first, and their outgoing weights get gradients because their activations
+are not zero.
 
 Feature dimensions of the PaiNN layers come in chunks (the message MLP gives
 ``n F`` gate values, the update MLP ``3 F``, ``U`` and ``V`` are one ``2 F``
 matrix, the update MLP reads ``[s, |V v|]``): old channel ``c`` of chunk ``k`` moves
 from ``k F + c`` to ``k F' + c``.
+
+**Deeper** (:func:`deepen_energy_model`). Interaction blocks are appended after the
+trained ones. PaiNN's blocks are residual (``s + ds``, ``v + dv``): the last linear
+layer of each new block's message and update MLPs starts at zero, so the new blocks
+add nothing at first, and those layers get gradients because their inputs are not
+zero. A new block also widens the receptive field by one cutoff.
 """
 
 from __future__ import annotations
@@ -34,6 +43,12 @@ def _old_index(size_old: int, size_new: int, features_old: int, features_new: in
     return torch.cat([k * features_new + torch.arange(features_old) for k in range(chunks)])
 
 
+def _require_painn(model, what: str) -> None:
+    if not isinstance(model, EnergyModel) or model.encoder_name != "painn":
+        raise ValueError(f"only a PaiNN energy model can be {what} "
+                         f"(got {type(model).__name__} with {getattr(model, 'encoder_name', '?')!r})")
+
+
 def _all(size: int) -> torch.Tensor:
     return torch.arange(size)
 
@@ -46,8 +61,7 @@ def widen_energy_model(model: EnergyModel, atom_features: int) -> EnergyModel:
     Raises:
         ValueError: not a PaiNN energy model, or ``atom_features`` not larger.
     """
-    if not isinstance(model, EnergyModel) or model.encoder_name != "painn":
-        raise ValueError(f"only a PaiNN energy model can be widened (got {type(model).__name__} with {getattr(model, 'encoder_name', '?')!r})")
+    _require_painn(model, "widened")
     f_old = int(model.encoder.get_config()["atom_features"])
     if atom_features <= f_old:
         raise ValueError(f"atom_features must exceed the model's {f_old}, got {atom_features}")
@@ -85,3 +99,36 @@ def widen_energy_model(model: EnergyModel, atom_features: int) -> EnergyModel:
             raise ValueError(f"cannot widen {key}: shape {tuple(value.shape)} -> {tuple(state[key].shape)}")
         state[key].copy_(value)
     return wide
+
+
+@torch.no_grad()
+def deepen_energy_model(model: EnergyModel, num_layers: int) -> EnergyModel:
+    """A copy of ``model`` (PaiNN encoder) with ``num_layers`` interaction blocks
+    that gives the same energies, forces and stresses (to float rounding): the
+    trained blocks are copied, the new ones appended with zero output.
+
+    Raises:
+        ValueError: not a PaiNN energy model, or ``num_layers`` not larger.
+    """
+    _require_painn(model, "deepened")
+    layers_old = int(model.encoder.get_config()["num_layers"])
+    if num_layers <= layers_old:
+        raise ValueError(f"num_layers must exceed the model's {layers_old}, got {num_layers}")
+    config = model.get_config()
+    config["encoder_kwargs"] = {**config["encoder_kwargs"], "num_layers": int(num_layers)}
+    deep = type(model).from_config(config)
+    ref = next(model.parameters())
+    deep.to(device=ref.device, dtype=ref.dtype)
+    missing, unexpected = deep.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(not _in_new_block(key, layers_old) for key in missing):
+        raise ValueError(f"cannot deepen: unmatched weights {sorted(unexpected)} / {sorted(missing)}")
+    for k in range(layers_old, num_layers):
+        for last in (deep.encoder.messages[k].phi[-1], deep.encoder.updates[k].mlp[-1]):
+            last.weight.zero_()
+            last.bias.zero_()
+    return deep
+
+
+def _in_new_block(key: str, layers_old: int) -> bool:
+    parts = key.split(".")
+    return parts[:2] in (["encoder", "messages"], ["encoder", "updates"]) and int(parts[2]) >= layers_old

@@ -1,4 +1,4 @@
-"""Function-preserving widening of a PaiNN energy model."""
+"""Function-preserving growth (wider, deeper) of a PaiNN energy model."""
 
 import numpy as np
 import pytest
@@ -6,7 +6,7 @@ import torch
 from ase.build import bulk
 
 from crystalgnn_plugins.models import EnergyModel, load_model, save_model
-from crystalgnn_plugins.training.widen import widen_energy_model
+from crystalgnn_plugins.training.grow import deepen_energy_model, widen_energy_model
 
 
 def _model(**kwargs) -> EnergyModel:
@@ -74,3 +74,46 @@ def test_widen_refuses_other_models():
     cgcnn = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0})
     with pytest.raises(ValueError, match="only a PaiNN"):
         widen_energy_model(cgcnn, 16)
+
+
+@pytest.mark.parametrize("core_repulsion", [False, True])
+def test_deepened_model_predicts_the_same(core_repulsion):
+    model = _model(core_repulsion=core_repulsion)
+    deep = deepen_energy_model(model, 4).eval()
+    assert deep.encoder.get_config()["num_layers"] == 4 and len(deep.encoder.messages) == 4
+    assert deep.num_parameters > model.num_parameters
+    assert deep.elements == model.elements
+    assert (deep.core_repulsion is None) == (not core_repulsion)
+    before, after = _predict(model, _crystals()), _predict(deep, _crystals())
+    for key in before:
+        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-10)
+
+
+def test_new_blocks_learn():
+    """The new blocks start with zero output, their last layers get gradients, and
+    one descent step makes them change the predictions."""
+    deep = deepen_energy_model(_model(), 3).train()
+    out = deep(deep.graphs(_crystals()), compute_forces=True, compute_stress=True, create_graph=True)
+    loss = out["energy"].sum() + out["forces"].pow(2).sum()
+    loss.backward()
+    for last in (deep.encoder.messages[2].phi[-1], deep.encoder.updates[2].mlp[-1]):
+        assert last.weight.abs().sum() == 0 and last.weight.grad.abs().sum() > 0
+    before = _predict(deep.eval(), _crystals())
+    torch.optim.SGD(deep.parameters(), lr=1e-2).step()
+    after = _predict(deep.eval(), _crystals())
+    assert not torch.allclose(after["energy"], before["energy"])
+
+
+def test_deepened_and_widened_model_saves_and_loads(tmp_path):
+    grown = deepen_energy_model(widen_energy_model(_model(), 12), 3)
+    loaded = load_model(save_model(grown, tmp_path / "grown")).double().eval()
+    before, after = _predict(grown.eval(), _crystals()), _predict(loaded, _crystals())
+    torch.testing.assert_close(after["forces"], before["forces"])
+
+
+def test_deepen_refuses_other_models():
+    with pytest.raises(ValueError, match="must exceed"):
+        deepen_energy_model(_model(), 2)
+    cgcnn = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0})
+    with pytest.raises(ValueError, match="only a PaiNN"):
+        deepen_energy_model(cgcnn, 3)
