@@ -70,7 +70,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -93,19 +92,9 @@ def log(message: str) -> None:
 # --------------------------------------------------------------------------- helpers
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as JSON to ``path`` via a temporary file and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=_json_default)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    from crystalgnn_plugins._atomic import atomic_write_json as write
+
+    write(path, data, indent=1, default=_json_default)
 
 
 def _json_default(obj: Any) -> Any:

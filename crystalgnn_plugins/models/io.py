@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from crystalgnn_plugins._atomic import atomic_write
 from crystalgnn_plugins._version import __version__
 from crystalgnn_plugins.models.base import CrystalModel
 
@@ -22,19 +22,6 @@ WEIGHTS_FILE = "model.pt"
 
 class ModelFileError(ValueError):
     """A saved model is missing, corrupt or incompatible (names the file)."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_model(model: CrystalModel, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
@@ -58,8 +45,8 @@ def save_model(model: CrystalModel, path: str | os.PathLike, extra: dict[str, An
         "metadata": extra or {},
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(path / WEIGHTS_FILE, lambda fh: torch.save(state, fh))
-    _atomic_write(path / CONFIG_FILE, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+    atomic_write(path / WEIGHTS_FILE, lambda fh: torch.save(state, fh))
+    atomic_write(path / CONFIG_FILE, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
     return path
 
 

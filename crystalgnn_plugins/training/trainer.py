@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from crystalgnn_plugins._atomic import atomic_write_json
 from crystalgnn_plugins.models.base import CrystalModel
 from crystalgnn_plugins.models.energy import EnergyModel
 from crystalgnn_plugins.models.io import save_model
@@ -36,12 +36,7 @@ class TrainResult:
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     """Write JSON to ``path`` through a temporary file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def last_epoch_checkpoint(ckpt_dir: str | os.PathLike):

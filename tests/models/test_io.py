@@ -104,3 +104,20 @@ def test_reference_energies_fit_by_least_squares():
     assert model.reference_energies[29].item() == pytest.approx(-3.0, abs=1e-4)
     assert model.reference_energies[79].item() == pytest.approx(-4.0, abs=1e-4)
     assert abs(residual).max() < 1e-4
+
+
+def test_saved_files_get_the_permissions_of_open(tmp_path):
+    """Atomic writes go through mkstemp (0o600); the saved model must still be
+    readable by the group, as a file written with open() would be."""
+    import os
+    import stat
+
+    from crystalgnn_plugins._atomic import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_json(tmp_path / "sub" / "report.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert path.read_text().strip().startswith("{") and not list(path.parent.glob(".*.tmp"))
