@@ -194,8 +194,9 @@ def section_accuracy(args, model) -> dict:
     from crystalgnn_plugins.training.evaluate import evaluate
 
     db = require_db(args.db, "accuracy")
-    log(f"[accuracy] reading split=test frames from {db} ...")
-    records = read_ase_db(db, selection="split=test", targets=["energy", "forces", "stress"])
+    split = args.accuracy_split
+    log(f"[accuracy] reading split={split} frames from {db} ...")
+    records = read_ase_db(db, selection=f"split={split}", targets=["energy", "forces", "stress"])
     n_total = len(records)
     if args.max_test_frames and n_total > args.max_test_frames:
         rng = np.random.default_rng(args.seed)
@@ -217,8 +218,9 @@ def section_accuracy(args, model) -> dict:
     t0 = time.perf_counter()
     metrics = evaluate(model, kept, targets=["energy", "forces", "stress"], batch_size=args.batch_size)
     wall = time.perf_counter() - t0
-    breakdown = accuracy_breakdown(model, kept, db, args.batch_size)
+    breakdown = accuracy_breakdown(model, kept, db, args.batch_size, split)
     out = {
+        "split": split,
         "frames_total": n_total,
         "frames_sampled": len(records),
         "frames": len(kept),
@@ -235,7 +237,7 @@ def section_accuracy(args, model) -> dict:
     return out
 
 
-def accuracy_breakdown(model, records, db: Path, batch_size: int) -> dict:
+def accuracy_breakdown(model, records, db: Path, batch_size: int, split: str = "test") -> dict:
     """Energy (meV/atom) and force (meV/Å) MAE of the test frames by parent source,
     by frame kind and by element (energy: frames containing the element; forces:
     atoms of the element), for the model card; the median energy error and the
@@ -246,7 +248,7 @@ def accuracy_breakdown(model, records, db: Path, batch_size: int) -> dict:
 
     with connect(db) as conn:  # rec.id is the row id (the frames carry no id key)
         meta = {str(row.id): (row.get("source", "?"), row.get("kind", "?"), row.get("parent_id", "?"))
-                for row in conn.select("split=test")}
+                for row in conn.select(f"split={split}")}
     pred = predict(model, [r.atoms for r in records], batch_size=batch_size)
     e_err, f_err = [], []
     groups: dict[str, dict[str, list[float]]] = {"by_source": {}, "by_kind": {}}
@@ -731,7 +733,7 @@ def print_report(report: dict) -> None:
     log(f"=== ours ({report['model']}) vs CHGNet {CHGNET_VERSION}, torch threads {report['threads']} ===")
     acc = report.get("accuracy")
     if acc:
-        log("\n-- accuracy vs CHGNet labels, split=test --")
+        log(f"\n-- accuracy vs CHGNet labels, split={acc.get('split', 'test')} --")
         log(f"frames evaluated        {acc['frames']} (of {acc['frames_total']}; "
             f"{acc['frames_unknown_elements']} left out for unknown elements {acc['unknown_elements']})")
         if acc["frames"]:
@@ -838,6 +840,9 @@ def build_parser() -> argparse.ArgumentParser:
                                 "/work/runs/potential_data/frames.db; opened read-only")
     p.add_argument("--max-test-frames", type=int, default=0,
                    help="accuracy: evaluate a seeded sample of at most this many test frames (0: all)")
+    p.add_argument("--accuracy-split", default="test", choices=["test", "val", "train"],
+                   help="accuracy: the split evaluated (default test; train: how well the model fits its "
+                        "own training frames, with --max-test-frames to sample them)")
     p.add_argument("--perov", help="relax: perov_5 CDVAE CSV used when the db has no held-out perovskites")
     p.add_argument("--n-primitive", type=int, default=30, help="relax: primitive cells (default 30)")
     p.add_argument("--n-supercell", type=int, default=10, help="relax: 2x2x2 supercells (default 10)")
