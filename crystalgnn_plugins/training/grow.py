@@ -43,10 +43,20 @@ def _old_index(size_old: int, size_new: int, features_old: int, features_new: in
     return torch.cat([k * features_new + torch.arange(features_old) for k in range(chunks)])
 
 
-def _require_painn(model, what: str) -> None:
+def _larger_copy(model: EnergyModel, option: str, value: int, what: str) -> tuple[EnergyModel, int]:
+    """A freshly initialised copy of the PaiNN ``model`` with the encoder option
+    ``option`` raised to ``value`` (on the model's device and dtype), and the old value."""
     if not isinstance(model, EnergyModel) or model.encoder_name != "painn":
         raise ValueError(f"only a PaiNN energy model can be {what} "
                          f"(got {type(model).__name__} with {getattr(model, 'encoder_name', '?')!r})")
+    old = int(model.encoder.get_config()[option])
+    if value <= old:
+        raise ValueError(f"{option} must exceed the model's {old}, got {value}")
+    config = model.get_config()
+    config["encoder_kwargs"] = {**config["encoder_kwargs"], option: int(value)}
+    larger = type(model).from_config(config)
+    ref = next(model.parameters())
+    return larger.to(device=ref.device, dtype=ref.dtype), old
 
 
 def _all(size: int) -> torch.Tensor:
@@ -61,15 +71,7 @@ def widen_energy_model(model: EnergyModel, atom_features: int) -> EnergyModel:
     Raises:
         ValueError: not a PaiNN energy model, or ``atom_features`` not larger.
     """
-    _require_painn(model, "widened")
-    f_old = int(model.encoder.get_config()["atom_features"])
-    if atom_features <= f_old:
-        raise ValueError(f"atom_features must exceed the model's {f_old}, got {atom_features}")
-    config = model.get_config()
-    config["encoder_kwargs"] = {**config["encoder_kwargs"], "atom_features": int(atom_features)}
-    wide = type(model).from_config(config)
-    ref = next(model.parameters())
-    wide.to(device=ref.device, dtype=ref.dtype)
+    wide, f_old = _larger_copy(model, "atom_features", atom_features, "widened")
     old_modules = dict(model.named_modules())
     done: set[str] = set()
     for name, new in wide.named_modules():
@@ -110,15 +112,7 @@ def deepen_energy_model(model: EnergyModel, num_layers: int) -> EnergyModel:
     Raises:
         ValueError: not a PaiNN energy model, or ``num_layers`` not larger.
     """
-    _require_painn(model, "deepened")
-    layers_old = int(model.encoder.get_config()["num_layers"])
-    if num_layers <= layers_old:
-        raise ValueError(f"num_layers must exceed the model's {layers_old}, got {num_layers}")
-    config = model.get_config()
-    config["encoder_kwargs"] = {**config["encoder_kwargs"], "num_layers": int(num_layers)}
-    deep = type(model).from_config(config)
-    ref = next(model.parameters())
-    deep.to(device=ref.device, dtype=ref.dtype)
+    deep, layers_old = _larger_copy(model, "num_layers", num_layers, "deepened")
     missing, unexpected = deep.load_state_dict(model.state_dict(), strict=False)
     if unexpected or any(not _in_new_block(key, layers_old) for key in missing):
         raise ValueError(f"cannot deepen: unmatched weights {sorted(unexpected)} / {sorted(missing)}")

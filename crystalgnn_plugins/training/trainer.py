@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from crystalgnn_plugins._atomic import atomic_write_json
+from crystalgnn_plugins._atomic import atomic_write_json as write_json_atomic  # noqa: F401 (re-exported)
 from crystalgnn_plugins.models.base import CrystalModel
 from crystalgnn_plugins.models.energy import EnergyModel
 from crystalgnn_plugins.models.io import save_model
@@ -32,11 +32,6 @@ class TrainResult:
     model: CrystalModel
     report: dict[str, Any]
     model_dir: Path | None
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and an atomic rename."""
-    atomic_write_json(path, data)
 
 
 def last_epoch_checkpoint(ckpt_dir: str | os.PathLike):

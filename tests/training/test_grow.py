@@ -35,17 +35,31 @@ def _predict(model, crystals):
     return {k: out[k].detach() for k in ("energy", "forces", "stress")}
 
 
+GROWTHS = [(widen_energy_model, "atom_features", 13, 8), (deepen_energy_model, "num_layers", 4, 2)]
+
+
 @pytest.mark.parametrize("core_repulsion", [False, True])
-def test_widened_model_predicts_the_same(core_repulsion):
+@pytest.mark.parametrize("grow, option, value, _", GROWTHS)
+def test_grown_model_predicts_the_same(grow, option, value, _, core_repulsion):
     model = _model(core_repulsion=core_repulsion)
-    wide = widen_energy_model(model, 13).eval()
-    assert wide.encoder.get_config()["atom_features"] == 13
-    assert wide.num_parameters > model.num_parameters
-    assert wide.elements == model.elements
-    assert (wide.core_repulsion is None) == (not core_repulsion)
-    before, after = _predict(model, _crystals()), _predict(wide, _crystals())
+    grown = grow(model, value).eval()
+    assert grown.encoder.get_config()[option] == value
+    assert len(grown.encoder.messages) == grown.encoder.get_config()["num_layers"]
+    assert grown.num_parameters > model.num_parameters
+    assert grown.elements == model.elements
+    assert (grown.core_repulsion is None) == (not core_repulsion)
+    before, after = _predict(model, _crystals()), _predict(grown, _crystals())
     for key in before:
         torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("grow, option, value, too_small", GROWTHS)
+def test_grow_refuses_other_models(grow, option, value, too_small):
+    with pytest.raises(ValueError, match=f"{option} must exceed"):
+        grow(_model(), too_small)
+    cgcnn = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0})
+    with pytest.raises(ValueError, match="only a PaiNN"):
+        grow(cgcnn, value)
 
 
 def test_new_channels_learn():
@@ -68,27 +82,6 @@ def test_widened_model_saves_and_loads(tmp_path):
     torch.testing.assert_close(after["energy"], before["energy"])
 
 
-def test_widen_refuses_other_models():
-    with pytest.raises(ValueError, match="must exceed"):
-        widen_energy_model(_model(), 8)
-    cgcnn = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0})
-    with pytest.raises(ValueError, match="only a PaiNN"):
-        widen_energy_model(cgcnn, 16)
-
-
-@pytest.mark.parametrize("core_repulsion", [False, True])
-def test_deepened_model_predicts_the_same(core_repulsion):
-    model = _model(core_repulsion=core_repulsion)
-    deep = deepen_energy_model(model, 4).eval()
-    assert deep.encoder.get_config()["num_layers"] == 4 and len(deep.encoder.messages) == 4
-    assert deep.num_parameters > model.num_parameters
-    assert deep.elements == model.elements
-    assert (deep.core_repulsion is None) == (not core_repulsion)
-    before, after = _predict(model, _crystals()), _predict(deep, _crystals())
-    for key in before:
-        torch.testing.assert_close(after[key], before[key], rtol=0, atol=1e-10)
-
-
 def test_new_blocks_learn():
     """The new blocks start with zero output, their last layers get gradients, and
     one descent step makes them change the predictions."""
@@ -109,11 +102,3 @@ def test_deepened_and_widened_model_saves_and_loads(tmp_path):
     loaded = load_model(save_model(grown, tmp_path / "grown")).double().eval()
     before, after = _predict(grown.eval(), _crystals()), _predict(loaded, _crystals())
     torch.testing.assert_close(after["forces"], before["forces"])
-
-
-def test_deepen_refuses_other_models():
-    with pytest.raises(ValueError, match="must exceed"):
-        deepen_energy_model(_model(), 2)
-    cgcnn = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0})
-    with pytest.raises(ValueError, match="only a PaiNN"):
-        deepen_energy_model(cgcnn, 3)
