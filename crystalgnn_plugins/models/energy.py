@@ -13,7 +13,14 @@ import torch
 from crystalgnn_plugins.encoders.base import Encoder
 from crystalgnn_plugins.graph import CrystalGraph
 from crystalgnn_plugins.models.base import CrystalModel, _mlp, pool_sum
-from crystalgnn_plugins.models.repulsion import DEFAULT_INNER, DEFAULT_OUTER, CoreRepulsion
+from crystalgnn_plugins.models.repulsion import (
+    DEFAULT_FLOOR_LOWER,
+    DEFAULT_FLOOR_UPPER,
+    DEFAULT_INNER,
+    DEFAULT_OUTER,
+    CoreRepulsion,
+    DistanceFloor,
+)
 
 MAX_Z = 118
 
@@ -32,11 +39,15 @@ class EnergyModel(CrystalModel):
     With ``core_repulsion=True`` each atom also gets its share of the ZBL screened
     nuclear repulsion of pairs closer than 0.4 of their covalent bond length
     (:class:`~crystalgnn_plugins.models.repulsion.CoreRepulsion`), so that the
-    energy rises steeply where the training data have no pairs.
+    energy rises steeply where the training data have no pairs. With
+    ``network_floor=True`` the encoder sees no pair closer than 0.35 of its covalent
+    bond length (:class:`~crystalgnn_plugins.models.repulsion.DistanceFloor`), so
+    below that the learned energy is flat and only the repulsion acts.
 
     Args:
         hidden, num_hidden: width and number of hidden layers of the per-atom MLP.
         core_repulsion: add the ZBL core repulsion (fixed, no parameters).
+        network_floor: floor the distances the encoder sees (fixed, no parameters).
     """
 
     model_type = "energy"
@@ -51,12 +62,15 @@ class EnergyModel(CrystalModel):
         hidden: int = 64,
         num_hidden: int = 2,
         core_repulsion: bool = False,
+        network_floor: bool = False,
     ):
         super().__init__(encoder, encoder_kwargs, elements)
         self.hidden = hidden
         self.num_hidden = num_hidden
         self.core_repulsion: CoreRepulsion | None = None
         self.set_core_repulsion(core_repulsion)
+        self.network_floor: DistanceFloor | None = None
+        self.set_network_floor(network_floor)
         self.head = _mlp(self.encoder.out_features, hidden, num_hidden)
         self.register_buffer("reference_energies", torch.zeros(MAX_Z + 1))
         self.register_buffer("scale", torch.tensor(1.0))
@@ -66,7 +80,24 @@ class EnergyModel(CrystalModel):
         config: dict[str, Any] = {"hidden": self.hidden, "num_hidden": self.num_hidden}
         if self.core_repulsion is not None:  # models saved without it load unchanged
             config["core_repulsion"] = True
+        if self.network_floor is not None:
+            config["network_floor"] = True
         return config
+
+    def set_network_floor(self, enabled: bool, lower: float | None = None, upper: float | None = None) -> None:
+        """Switch the encoder's distance floor on or off. ``lower``/``upper``: its range as
+        fractions of the covalent bond length (default 0.3-0.4; saved with the weights).
+        Structures whose pairs are all longer than ``upper`` bond lengths predict the same."""
+        if not enabled:
+            self.network_floor = None
+            return
+        floor = DistanceFloor(DEFAULT_FLOOR_LOWER if lower is None else lower,
+                              DEFAULT_FLOOR_UPPER if upper is None else upper)
+        try:
+            floor = floor.to(device=next(self.parameters()).device)
+        except StopIteration:
+            pass
+        self.network_floor = floor
 
     def set_core_repulsion(self, enabled: bool, inner: float | None = None, outer: float | None = None) -> None:
         """Switch the ZBL core repulsion on or off (e.g. before fine-tuning a model
@@ -125,7 +156,8 @@ class EnergyModel(CrystalModel):
     # ---------------------------------------------------------------- model
     def atomic_energies(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         """Per-atom energies ``(N,)`` in eV."""
-        h = self.encoder(graph, edge_vectors)
+        seen = edge_vectors if self.network_floor is None else self.network_floor(graph, edge_vectors)
+        h = self.encoder(graph, seen)
         e = self.head(h).squeeze(-1) * self.scale + self.shift
         e = e + graph.element_lookup(self.reference_energies)
         if self.core_repulsion is not None:

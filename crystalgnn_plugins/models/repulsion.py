@@ -18,6 +18,12 @@ times a switch that is 1 below ``inner * (R_i + R_j)`` and 0 above
 ``outer * (R_i + R_j)`` (``R``: covalent radii, Cordero et al. 2008, as in
 ``ase.data``), a quintic smoothstep in between (energy, forces and their
 derivatives continuous).
+
+:class:`DistanceFloor` is the other half of the hand-over: the learned part sees
+pairs closer than ``upper * (R_i + R_j)`` smoothly lengthened, and every pair
+closer than ``lower * (R_i + R_j)`` at the same length, so below that range the
+network's energy is flat and its force zero, whatever it extrapolates; the ZBL
+term alone pushes the atoms apart.
 """
 
 from __future__ import annotations
@@ -37,6 +43,9 @@ ZBL_EXPONENTS = (3.19980, 0.94229, 0.40290, 0.20162)
 #: teacher there (on the default potential's 3,704 test frames: no change at all; with 0.3-0.6
 #: the force MAE rose from 139 to 191 meV/Å on 9 frames whose teacher is soft at short range)
 DEFAULT_INNER, DEFAULT_OUTER = 0.2, 0.4
+#: range of the network's distance floor, same units: the closest teacher pair (0.39) is
+#: just inside its upper end, so no training frame is changed measurably
+DEFAULT_FLOOR_LOWER, DEFAULT_FLOOR_UPPER = 0.3, 0.4
 
 
 def zbl_pair_energy(z_i: torch.Tensor, z_j: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -52,6 +61,72 @@ def smooth_switch(r: torch.Tensor, r_on: torch.Tensor, r_off: torch.Tensor) -> t
     """1 for ``r <= r_on``, 0 for ``r >= r_off``, quintic smoothstep in between."""
     t = ((r - r_on) / (r_off - r_on)).clamp(0.0, 1.0)
     return 1.0 - t * t * t * (10.0 - 15.0 * t + 6.0 * t * t)
+
+
+def pair_bond_lengths(graph: CrystalGraph, radii: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Sum of the covalent radii (Å) of the two atoms of each edge; with soft species
+    (``graph.species_weights``) an atom's radius is the weighted mean."""
+    radii = radii.to(device=graph.atomic_numbers.device, dtype=dtype)
+    if graph.species_weights is not None:
+        w = graph.species_weights.to(dtype)
+        rad = w @ radii[: w.shape[-1]]
+    else:
+        rad = radii[graph.atomic_numbers]
+    i, j = graph.edge_index
+    return rad[i] + rad[j]
+
+
+def smooth_floor(r: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
+    """``r`` for ``r >= upper``, the constant ``(lower + upper) / 2`` for ``r <= lower``,
+    in between the integral of a quintic smoothstep (so the result is C^3 in ``r``)."""
+    half = 0.5 * (upper - lower)
+    mid = lower + half
+    u = ((r - lower) / (upper - lower)).clamp(0.0, 1.0)
+    ramp = 2.0 * half * u.pow(4) * (u * u - 3.0 * u + 2.5)  # ∫ smoothstep, 0 at u=0, half at u=1
+    return torch.where(r >= upper, r, mid + ramp)
+
+
+class DistanceFloor(nn.Module):
+    """Edge vectors as the learned part of an energy model sees them: pairs closer than
+    ``upper`` times their covalent bond length are lengthened smoothly, pairs closer than
+    ``lower`` times it all look ``(lower + upper) / 2`` times it long. Directions are kept.
+
+    Below ``lower`` the network's energy no longer depends on the distance, so its
+    extrapolation there (no training pair is that close) cannot produce a spike or a
+    pull; :class:`CoreRepulsion` governs that range. Predictions of structures whose
+    pairs are all longer than ``upper`` times their bond length are unchanged."""
+
+    def __init__(self, lower: float = DEFAULT_FLOOR_LOWER, upper: float = DEFAULT_FLOOR_UPPER):
+        super().__init__()
+        if not 0 < lower < upper:
+            raise ValueError(f"distance floor: need 0 < lower < upper, got lower={lower}, upper={upper}")
+        self.register_buffer("radii", torch.as_tensor(covalent_radii, dtype=torch.float32), persistent=False)
+        # saved with the weights, like CoreRepulsion.switch_range
+        self.register_buffer("floor_range", torch.tensor([float(lower), float(upper)], dtype=torch.float64))
+
+    @property
+    def lower(self) -> float:
+        """Fraction of the covalent bond length below which the network sees a constant distance."""
+        return float(self.floor_range[0])
+
+    @property
+    def upper(self) -> float:
+        """Fraction of the covalent bond length above which distances are unchanged."""
+        return float(self.floor_range[1])
+
+    def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
+        bond = pair_bond_lengths(graph, self.radii, edge_vectors.dtype)
+        r = torch.linalg.norm(edge_vectors, dim=-1)
+        near = r < self.upper * bond
+        if not bool(near.any()):
+            return edge_vectors
+        safe = torch.where(near, r, torch.ones_like(r)).clamp_min(1e-12)
+        lengthened = smooth_floor(safe, self.lower * bond, self.upper * bond)
+        factor = torch.where(near, lengthened / safe, torch.ones_like(r))
+        return edge_vectors * factor.unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"lower={self.lower:.4g}, upper={self.upper:.4g}"
 
 
 class CoreRepulsion(nn.Module):
@@ -87,17 +162,14 @@ class CoreRepulsion(nn.Module):
 
     def forward(self, graph: CrystalGraph, edge_vectors: torch.Tensor) -> torch.Tensor:
         dtype = edge_vectors.dtype
-        radii = self.radii.to(device=edge_vectors.device, dtype=dtype)  # also when added after .to(device)
         if graph.species_weights is not None:
             w = graph.species_weights.to(dtype)
             z = w @ torch.arange(w.shape[-1], device=w.device, dtype=dtype)
-            rad = w @ radii[: w.shape[-1]]
         else:
             z = graph.atomic_numbers.to(dtype)
-            rad = radii[graph.atomic_numbers]
         i, j = graph.edge_index
         r = torch.linalg.norm(edge_vectors, dim=-1)
-        bond = rad[i] + rad[j]
+        bond = pair_bond_lengths(graph, self.radii, dtype)  # also when added after .to(device)
         near = r < self.outer * bond  # only these pairs contribute; the rest is exactly 0
         out = torch.zeros(z.shape[0], dtype=dtype, device=z.device)
         if bool(near.any()):
