@@ -6,6 +6,8 @@ so saved models and reports stay readable by the user's group."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import tempfile
@@ -39,8 +41,16 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     return path
 
 
-def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int = 2,
-                      default: Callable[[Any], Any] | None = None) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically."""
-    text = json.dumps(data, indent=indent, default=default)
-    return atomic_write(path, lambda fh: fh.write(text.encode()))
+def atomic_write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2,
+                      default: Callable[[Any], Any] | None = None, sort_keys: bool = False,
+                      compress: bool = False) -> Path:
+    """Write ``data`` as JSON to ``path`` atomically (gzipped with ``compress=True``)."""
+    if not compress:
+        text = json.dumps(data, indent=indent, default=default, sort_keys=sort_keys)
+        return atomic_write(path, lambda fh: fh.write(text.encode()))
+
+    def write(fh: IO[bytes]) -> None:
+        with gzip.GzipFile(fileobj=fh, mode="wb") as gz, io.TextIOWrapper(gz, encoding="utf-8") as text:
+            json.dump(data, text, indent=indent, default=default, sort_keys=sort_keys)
+
+    return atomic_write(path, write)

@@ -58,9 +58,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_split  # noqa: E402
 
+from crystalgnn_plugins._atomic import atomic_write, atomic_write_json  # noqa: E402
 from crystalgnn_plugins.generation import CrystalStructureSource  # noqa: E402
 from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
-from crystalgnn_plugins.training.trainer import write_json_atomic  # noqa: E402
 
 #: sampling configurations: the flow alone, with the default physics guidance, and
 #: the guided samples relaxed with the energy model (``get_structures(relax=True)``)
@@ -71,10 +71,8 @@ FP_CHUNK = 250
 
 # ----------------------------------------------------------------------------- caching
 def _save_structures(path: Path, structures: list, extra: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    with gzip.open(tmp, "wt") as fh:
-        json.dump({"structures": [None if s is None else s.as_dict() for s in structures], **extra}, fh)
-    os.replace(tmp, path)
+    data = {"structures": [None if s is None else s.as_dict() for s in structures], **extra}
+    atomic_write_json(path, data, indent=None, compress=True)
 
 
 def _load_structures(path: Path) -> tuple[list, dict]:
@@ -93,7 +91,7 @@ def _cached_json(path: Path, compute, settings: dict):
         if value.get("settings") == settings:
             return value
     value = {**compute(), "settings": settings}
-    write_json_atomic(path, value)
+    atomic_write_json(path, value)
     return value
 
 
@@ -112,8 +110,7 @@ def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarra
         path = cache / f"chunk_{k:04d}.npz"
         if not path.exists():
             struc, comp = gm.fingerprints(structures[lo : lo + FP_CHUNK], n_jobs=n_jobs)
-            np.savez(path.with_suffix(".tmp.npz"), struc=struc, comp=comp)
-            os.replace(path.with_suffix(".tmp.npz"), path)
+            atomic_write(path, lambda fh, struc=struc, comp=comp: np.savez(fh, struc=struc, comp=comp))
             print(f"  fingerprints {min(lo + FP_CHUNK, len(structures))}/{len(structures)}", flush=True)
         data = np.load(path)
         parts.append((data["struc"], data["comp"]))
@@ -344,7 +341,7 @@ def main() -> None:
                     split["train"], split["test"], dataset=dataset, reference_fps=ref_fps, generated_fps=train_fps,
                     uniqueness_samples=match, seed=args.seed)
                 print(dataset, "memorisation", json.dumps(res["memorisation"], indent=1, default=float), flush=True)
-                write_json_atomic(report_path, report)
+                atomic_write_json(report_path, report)
         for config in [c for c in args.configs.split(",") if c]:
             cfg_dir = ds_dir / f"{config}_{_tag(args, config)}"
             cfg_dir.mkdir(parents=True, exist_ok=True)
@@ -363,24 +360,24 @@ def main() -> None:
                     cfg_dir / "relax.json", lambda s=structures, d=dataset: _relax_stats(args, s[: args.relax_n], d),
                     {"relax_n": args.relax_n, "energy_model": args.energy_model, "model": args.model})
             print(dataset, key, json.dumps(res.get(key), indent=1, default=float), flush=True)
-            write_json_atomic(report_path, report)
+            atomic_write_json(report_path, report)
         if "csp" in sections and dataset == "perov_5":
             res[f"csp_{_tag(args)}"] = _csp(args, split["test"], dataset, ds_dir)
             print(dataset, "csp", res[f"csp_{_tag(args)}"], flush=True)
-            write_json_atomic(report_path, report)
+            atomic_write_json(report_path, report)
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
                                               "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight",
                                               "guidance_start", "charge_weight", "projection_steps", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
-            write_json_atomic(report_path, report)
+            atomic_write_json(report_path, report)
         if "speed" in sections:
             for config in [c for c in args.configs.split(",") if c]:
                 key = f"speed_{config}_{_tag(args, config)}_threads{args.threads}"
                 res[key] = _speed(args, dataset, config)
                 print(dataset, key, res[key], flush=True)
-                write_json_atomic(report_path, report)
+                atomic_write_json(report_path, report)
     print(f"report: {report_path}")
 
 

@@ -21,12 +21,12 @@ Deterministic; takes a few minutes (matminer's Magpie featuriser)::
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from crystalgnn_plugins._atomic import atomic_write_json
 
 OUT = Path(__file__).resolve().parents[2] / "crystalgnn_plugins" / "metrics" / "data" / "magpie_scaler.json"
 SEED, NUM_TERNARY = 0, 20000
@@ -67,10 +67,7 @@ def main() -> None:
         "mean": mean.tolist(),
         "std": std.tolist(),
     }
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=0))
-    os.replace(tmp, OUT)
+    atomic_write_json(OUT, data, indent=0)
     print(f"{OUT}: {len(comps)} compositions, {x.shape[1]} features")
 
 

@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_split  # noqa: E402
 from evaluate_generator import _fingerprints  # noqa: E402
 
+from crystalgnn_plugins._atomic import atomic_write_json  # noqa: E402
 from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
-from crystalgnn_plugins.training.trainer import write_json_atomic  # noqa: E402
 
 
 def _cov(gen, ref, cut, scaler) -> dict[str, float]:
@@ -110,7 +110,7 @@ def main() -> None:
         split = load_split(paths[dataset], dataset)
         report["results"][dataset] = floor(dataset, split, out, sizes, args.draws, args.seed, scalers, args.n_jobs)
         print(dataset, json.dumps(report["results"][dataset], indent=1), flush=True)
-    write_json_atomic(out / "metric_floor.json", report)
+    atomic_write_json(out / "metric_floor.json", report)
     print(f"report: {out / 'metric_floor.json'}")
 
 

@@ -34,10 +34,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from crystalgnn_plugins._atomic import atomic_write_json
 
 
 def held_out_parents(db: Path) -> dict[str, list]:
@@ -70,14 +71,6 @@ def leaks(structure, held_out: dict[str, list], matcher) -> bool:
     if len(structure.composition.elements) > 1:
         return True
     return any(matcher.fit(structure, h) for h in same)
-
-
-def _write_gz(path: Path, obj) -> None:
-    """Gzipped JSON, written atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    with gzip.open(tmp, "wt") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
 
 
 def parse_counts(text: str) -> dict[str, int]:
@@ -151,8 +144,8 @@ def main() -> None:
         counts[condition] = c
         rows += kept
         print(condition, c, flush=True)
-        _write_gz(part, {"settings": settings(n), "counts": c, "rows": kept})
-    _write_gz(out, rows)
+        atomic_write_json(part, {"settings": settings(n), "counts": c, "rows": kept}, indent=None, compress=True)
+    atomic_write_json(out, rows, indent=None, compress=True)
     print(f"{len(rows)} parents written to {out}: {counts}")
 
 

@@ -41,6 +41,8 @@ if str(HERE) not in sys.path:  # so pd_* import when run as a script, in tests a
 import numpy as np  # noqa: E402
 import pd_structures as S  # noqa: E402
 
+from crystalgnn_plugins._atomic import atomic_write_json  # noqa: E402
+
 DB_NAME = "frames.db"
 PROGRESS_NAME = "progress.json"
 SUMMARY_NAME = "summary.json"
@@ -274,15 +276,6 @@ def write_rows(db, rows: Sequence[dict]) -> None:
             db.write(atoms, key_value_pairs=r["kvp"])
 
 
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def load_progress(out: Path) -> dict:
     path = out / PROGRESS_NAME
     if path.exists():
@@ -361,7 +354,7 @@ def summarize(out: Path) -> dict:
         "teacher": TEACHER_NAME,
         "config": progress.get("config"),
     }  # fmt: skip
-    write_json_atomic(out / SUMMARY_NAME, summary)
+    atomic_write_json(out / SUMMARY_NAME, summary, indent=1, sort_keys=True)
     return summary
 
 
@@ -463,7 +456,7 @@ def run(args: argparse.Namespace) -> int:
         session.update(parents=state["parents"], frames=state["frames"], wall_s=elapsed,
                        cpu_s=state["cpu"], end=time.strftime("%Y-%m-%d %H:%M:%S"))  # fmt: skip
         progress["wall_time_s"] = wall0 + elapsed
-        write_json_atomic(out / PROGRESS_NAME, progress)
+        atomic_write_json(out / PROGRESS_NAME, progress, indent=1, sort_keys=True)
         rate = state["parents"] / elapsed
         eta = (len(todo) - state["parents"]) / rate if rate > 0 else math.inf
         n_done = n_done0 + state["parents"]

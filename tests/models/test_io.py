@@ -121,3 +121,19 @@ def test_saved_files_get_the_permissions_of_open(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert path.read_text().strip().startswith("{") and not list(path.parent.glob(".*.tmp"))
+
+
+def test_atomic_json_gzipped_and_a_failed_write_leaves_the_old_file(tmp_path):
+    import gzip
+    import json
+
+    from crystalgnn_plugins._atomic import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "s.json.gz", {"b": [1, 2], "a": None}, compress=True, sort_keys=True)
+    with gzip.open(path, "rt") as fh:
+        assert fh.read() == '{\n  "a": null,\n  "b": [\n    1,\n    2\n  ]\n}'
+    with pytest.raises(TypeError):  # not serialisable: the old file stays whole, no temporary is left
+        atomic_write_json(path, {"x": object()}, compress=True)
+    with gzip.open(path, "rt") as fh:
+        assert json.load(fh) == {"a": None, "b": [1, 2]}
+    assert not list(tmp_path.glob(".*.tmp"))
