@@ -137,7 +137,8 @@ def main() -> None:
     )
     ap.add_argument(
         "--core-repulsion", action="store_true",
-        help="add the ZBL core repulsion to the model (also to an --init-from model trained without it)",
+        help="add the ZBL core repulsion and the network floor to the model (also to an --init-from model "
+        "trained without them)",
     )
     ap.add_argument(
         "--export-checkpoint", default=None, metavar="CKPT",
@@ -188,6 +189,7 @@ def main() -> None:
         model = EnergyModel(args.encoder, dict(args.encoder_option), hidden=args.hidden)
     if args.core_repulsion:
         model.set_core_repulsion(True)
+        model.set_network_floor(True)
     if args.export_checkpoint:
         _export(model, train_set, test_set, args)
         return

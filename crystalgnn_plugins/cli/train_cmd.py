@@ -38,7 +38,8 @@ def add_parser(subparsers) -> None:
                    help="fine-tune a trained model (saved-model directory or registered name, e.g. 'default') "
                    "instead of a new one; keeps its element references and scale")
     p.add_argument("--core-repulsion", action="store_true",
-                   help="energy model: add the ZBL core repulsion at short range (also to an --init-from model)")
+                   help="energy model: add the ZBL core repulsion at short range and the network floor below it "
+                   "(also to an --init-from model)")
     p.add_argument("--loss", default=None, help="registered loss name (default: mse / energy_force_stress)")
     p.add_argument("--split", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VAL", "TEST"))
     p.add_argument("--epochs", type=int, default=100)
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.energy:
             raise ValueError("--core-repulsion needs --energy")
         model.set_core_repulsion(True)
+        model.set_network_floor(True)
     targets = (["energy"] + ["forces"] * args.forces + ["stress"] * args.stress) if args.energy else None
     model = model.to(getattr(torch, args.dtype))
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices

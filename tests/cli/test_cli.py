@@ -49,11 +49,12 @@ def test_train_then_predict_energy_model(emt_data, tmp_path, capsys):
     assert main(["train", str(data), "--target", "energy", "--init-from", str(out / "model"), "--out", str(tmp_path / "x")]) != 0
     assert "does not match --target" in capsys.readouterr().err
 
-    # fine-tune with the core repulsion added: the saved model carries it
+    # fine-tune with the core repulsion added: the saved model carries it and the network floor
     zbl = tmp_path / "zbl"
     assert main(["train", str(data), "--energy", "--epochs", "1", "--batch-size", "8", "--core-repulsion",
                  "--init-from", str(out / "model"), "--out", str(zbl), "--no-progress"]) == 0
-    assert json.loads((zbl / "report.json").read_text())["settings"]["model"]["core_repulsion"] is True
+    saved = json.loads((zbl / "report.json").read_text())["settings"]["model"]
+    assert saved["core_repulsion"] is True and saved["network_floor"] is True
     capsys.readouterr()
     assert main(["train", str(data), "--target", "energy", "--core-repulsion", "--out", str(tmp_path / "y")]) != 0
     assert "--core-repulsion needs --energy" in capsys.readouterr().err
