@@ -237,10 +237,25 @@ def section_accuracy(args, model) -> dict:
     return out
 
 
+_CONTACT_ORDER = {"<0.6": "0", "0.6-0.8": "1", ">=0.8": "2"}  # closest first (other keys: by name)
+
+
+def _contact_class(atoms) -> str:
+    """``"<0.6"``, ``"0.6-0.8"`` or ``">=0.8"``: the frame's shortest pair over the sum of
+    the two covalent radii (periodic images included)."""
+    from ase.data import covalent_radii
+    from ase.neighborlist import neighbor_list
+
+    i, j, d = neighbor_list("ijd", atoms, 3.0)
+    ratio = (d / (covalent_radii[atoms.numbers[i]] + covalent_radii[atoms.numbers[j]])).min() if len(d) else np.inf
+    return "<0.6" if ratio < 0.6 else ("0.6-0.8" if ratio < 0.8 else ">=0.8")
+
+
 def accuracy_breakdown(model, records, db: Path, batch_size: int, split: str = "test") -> dict:
     """Energy (meV/atom) and force (meV/Å) MAE of the test frames by parent source,
-    by frame kind and by element (energy: frames containing the element; forces:
-    atoms of the element), for the model card; the median energy error and the
+    by frame kind, by closest contact (the shortest pair over its covalent bond length:
+    below 0.6, 0.6-0.8, from 0.8) and by element (energy: frames containing the element;
+    forces: atoms of the element), for the model card; the median energy error and the
     parents with the largest energy MAE (the tail that the mean hides)."""
     from ase.db import connect
 
@@ -251,7 +266,7 @@ def accuracy_breakdown(model, records, db: Path, batch_size: int, split: str = "
                 for row in conn.select(f"split={split}")}
     pred = predict(model, [r.atoms for r in records], batch_size=batch_size)
     e_err, f_err = [], []
-    groups: dict[str, dict[str, list[float]]] = {"by_source": {}, "by_kind": {}}
+    groups: dict[str, dict[str, list[float]]] = {"by_source": {}, "by_kind": {}, "by_contact": {}}
     per_element_e: dict[str, list[float]] = {}
     per_element_f: dict[str, list[float]] = {}
     per_parent: dict[str, list[float]] = {}
@@ -262,7 +277,7 @@ def accuracy_breakdown(model, records, db: Path, batch_size: int, split: str = "
         e_err.append(de)
         f_err.append(df.mean())
         source, kind, parent = meta.get(rec.id, ("?", "?", "?"))
-        for key, name in (("by_source", source), ("by_kind", kind)):
+        for key, name in (("by_source", source), ("by_kind", kind), ("by_contact", _contact_class(rec.atoms))):
             groups[key].setdefault(name, []).append((de, df.mean()))
         if parent != "?":  # frames without a parent id are not pooled into one "parent"
             per_parent.setdefault(parent, []).append(de)
@@ -272,7 +287,9 @@ def accuracy_breakdown(model, records, db: Path, batch_size: int, split: str = "
             per_element_f.setdefault(el, []).extend(df[symbols == el].ravel().tolist())
     out = {
         key: {name: {"frames": len(v), "energy_mae_mev_per_atom": float(np.mean([a for a, _ in v])),
-                     "force_mae_mev_per_A": float(np.mean([b for _, b in v]))} for name, v in sorted(g.items())}
+                     "force_mae_mev_per_A": float(np.mean([b for _, b in v])),
+                     "share_of_energy_mae": float(np.sum([a for a, _ in v]) / max(np.sum(e_err), 1e-300))}
+              for name, v in sorted(g.items(), key=lambda kv: _CONTACT_ORDER.get(kv[0], kv[0]))}
         for key, g in groups.items()
     }
     total = float(np.sum(e_err))
@@ -740,10 +757,12 @@ def print_report(report: dict) -> None:
             log(f"energy MAE              {_fmt(acc['energy_mae_mev_per_atom'], '.1f')} meV/atom")
             log(f"force MAE               {_fmt(acc['force_mae_mev_per_A'], '.1f')} meV/Å")
             log(f"stress MAE              {_fmt(acc['stress_mae_gpa'], '.3f')} GPa")
-            for key in ("by_source", "by_kind"):
+            for key in ("by_source", "by_kind", "by_contact"):
                 for name, v in acc.get(key, {}).items():
-                    log(f"  {name:<22}{v['frames']:>6} frames  E {v['energy_mae_mev_per_atom']:7.1f} meV/atom"
-                        f"  F {v['force_mae_mev_per_A']:7.1f} meV/Å")
+                    label = f"contact {name}" if key == "by_contact" else name
+                    share = f"  ({100 * v['share_of_energy_mae']:.0f} % of the E MAE)" if "share_of_energy_mae" in v else ""
+                    log(f"  {label:<22}{v['frames']:>6} frames  E {v['energy_mae_mev_per_atom']:7.1f} meV/atom"
+                        f"  F {v['force_mae_mev_per_A']:7.1f} meV/Å{share}")
             if acc.get("worst_10_parents_share_of_energy_mae") is not None:
                 log(f"energy median error     {acc['energy_median_mev_per_atom']:.1f} meV/atom; the 10 worst of "
                     f"{acc['test_parents']} parents make {100 * acc['worst_10_parents_share_of_energy_mae']:.0f} % "
