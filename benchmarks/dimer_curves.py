@@ -13,7 +13,7 @@ from ase import Atoms
 
 from crystalgnn_plugins.calculators import GNNCalculator
 
-DISTANCES = (2.5, 2.0, 1.6, 1.3, 1.0, 0.8, 0.6, 0.4)
+DISTANCES = (2.5, 2.0, 1.6, 1.3, 1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4)
 
 
 def main() -> None:
