@@ -56,6 +56,26 @@ def test_default_potential_forces_are_minus_the_energy_gradient(perovskite):
     assert np.all(np.isfinite(stress)) and stress.shape == (6,)
 
 
+@pytest.mark.parametrize("pair", ["Si-Si", "C-C", "Ti-O", "Cs-Au", "O-O", "H-H"])
+def test_default_potential_pushes_close_atoms_apart(pair):
+    """Isolated dimers closer than 0.3 of their covalent bond length, where no training
+    pair is: the energy rises as they close in and the force pushes them apart."""
+    from ase import Atoms
+    from ase.data import atomic_numbers, covalent_radii
+
+    a, b = pair.split("-")
+    bond = covalent_radii[atomic_numbers[a]] + covalent_radii[atomic_numbers[b]]
+    calc = GNNCalculator()
+    energies, forces = [], []
+    for ratio in (0.28, 0.22, 0.16):
+        atoms = Atoms([a, b], positions=[[0, 0, 0], [ratio * bond, 0, 0]], cell=[12, 12, 12], pbc=True)
+        atoms.calc = calc
+        energies.append(atoms.get_potential_energy())
+        forces.append(atoms.get_forces()[1, 0])
+    assert energies[0] < energies[1] < energies[2], energies
+    assert min(forces) > 0, forces
+
+
 @pytest.mark.parametrize("element, a0, a_teacher", [("Cu", 3.61, 3.6164), ("Al", 4.05, 4.0389)])
 def test_default_potential_relaxes_metals_to_the_teachers_lattice_constant(element, a0, a_teacher):
     """CHGNet 0.3.0 (the teacher) relaxes fcc Cu to a = 3.6164 Å and Al to 4.0389 Å
