@@ -537,6 +537,12 @@ PROTOTYPES: tuple[_Proto, ...] = (
     _Proto("corundum", (2, 3), ((3,),), ("O",), "ionic", 25),
 )  # fmt: skip
 
+#: the AB structure types: an AB composition chosen for one of them is also built in the
+#: others (``prototype:<formula>-<type>``), as the metals get fcc/bcc/hcp/sc, so that no
+#: element pair has a single parent; a held-out one would leave the pair unseen (CsAu in
+#: the CsCl structure, 0.8 eV/atom off with Cs and Au together in one training perovskite)
+AB_TYPES = ("rocksalt", "cscl", "zincblende", "wurtzite")
+
 # Known B2 (CsCl-type) intermetallics, sized by metallic radii.
 B2_INTERMETALLICS = (
     ("Ni", "Al"), ("Co", "Al"), ("Fe", "Al"), ("Ru", "Al"), ("Cu", "Zn"), ("Ag", "Zn"),
@@ -619,7 +625,9 @@ def prototype_parents(caps: dict[str, int] | None = None) -> list[Parent]:
     time in round-robin, each time taking the candidate whose elements are the
     least covered so far (score Σ w_el / (1 + n_el), lanthanides weighted 0.25,
     ties broken by a fixed hash), until each prototype's cap. Plus the
-    :data:`B2_INTERMETALLICS`. The result does not depend on any seed. Cells
+    :data:`B2_INTERMETALLICS`. Every AB composition (ionic or intermetallic) is then also
+    built in the other :data:`AB_TYPES`, with the same bond lengths. The result does not
+    depend on any seed. Cells
     are scaled so cation–anion distances equal sums of Shannon crystal radii
     (``ionic``) or covalent radii (zincblende / wurtzite) and are refined by
     the teacher E(V) scan later (``prescale=True``). Ids:
@@ -663,16 +671,27 @@ def prototype_parents(caps: dict[str, int] | None = None) -> list[Parent]:
             active = True
 
     out = []
+    ab: dict[tuple[str, ...], dict] = {}  # AB composition -> bond targets of its first type
     for p, els, ox in chosen:
-        atoms = scale_to_bonds(build_prototype(p.name, els), _bond_targets(p, els, ox))
+        targets = _bond_targets(p, els, ox)
+        atoms = scale_to_bonds(build_prototype(p.name, els), targets)
         out.append(
             Parent(f"prototype:{_formula(els, p.counts)}-{p.name}", "prototype", atoms, True)
         )
+        if p.name in AB_TYPES:
+            ab.setdefault(tuple(els), targets)
     for a, b in B2_INTERMETALLICS:
-        atoms = scale_to_bonds(
-            build_prototype("cscl", (a, b)), {(a, b): metallic_radius(a) + metallic_radius(b)}
-        )
+        targets = {(a, b): metallic_radius(a) + metallic_radius(b)}
+        atoms = scale_to_bonds(build_prototype("cscl", (a, b)), targets)
         out.append(Parent(f"prototype:{a}{b}-cscl", "prototype", atoms, True))
+        ab.setdefault((a, b), targets)
+    have = {p.parent_id for p in out}
+    for els, targets in ab.items():
+        for name in AB_TYPES:
+            pid = f"prototype:{_formula(els, (1, 1))}-{name}"
+            if pid not in have:
+                have.add(pid)
+                out.append(Parent(pid, "prototype", scale_to_bonds(build_prototype(name, els), targets), True))
     return out
 
 

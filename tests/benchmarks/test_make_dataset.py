@@ -229,7 +229,15 @@ def test_element_parents(synthetic):
 def test_prototype_parents(synthetic):
     elements, prototypes = synthetic
     ids = [p.parent_id for p in prototypes]
-    assert len(ids) == len(set(ids)) and 600 <= len(ids) <= 1000
+    assert len(ids) == len(set(ids)) and 1000 <= len(ids) <= 1600
+    # every AB composition in all four AB structure types: no element pair with a single parent
+    ab = {}
+    for i in ids:
+        formula, kind = i.split(":")[1].rsplit("-", 1)
+        if kind in S.AB_TYPES:
+            ab.setdefault(formula, set()).add(kind)
+    assert ab and all(kinds == set(S.AB_TYPES) for kinds in ab.values())
+    assert {"prototype:CsAu-rocksalt", "prototype:GaAs-wurtzite"} <= set(ids)
     for known in ("TiO2-rutile", "Al2O3-corundum", "GaAs-zincblende", "CaF2-fluorite",
                   "LiH-rocksalt", "NiAl-cscl"):  # fmt: skip
         assert f"prototype:{known}" in ids
