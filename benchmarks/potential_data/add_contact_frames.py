@@ -40,7 +40,15 @@ import numpy as np  # noqa: E402
 import pd_structures as S  # noqa: E402
 from ase.data import covalent_radii  # noqa: E402
 from ase.neighborlist import neighbor_list  # noqa: E402
-from make_dataset import TEACHER_NAME, _bad_label, log, write_rows  # noqa: E402
+from make_dataset import (  # noqa: E402
+    TEACHER_NAME,
+    _bad_label,
+    log,
+    log_chunk,
+    parse_shard,
+    training_parents,
+    write_rows,
+)
 
 KIND = "contact"
 
@@ -75,13 +83,8 @@ def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: 
     """``(parent_id, source, Atoms)`` of the training parents without contact frames."""
     from ase.db import connect
 
-    db = connect(db_path)
-    done = {r.parent_id for r in db.select(kind=KIND, columns=["key_value_pairs"])} if resume else set()
-    out = []
-    for source in sources:
-        rows = sorted(db.select(kind="parent", split="train", source=source), key=lambda r: S.order_key(r.parent_id))
-        out += [(r.parent_id, source, r.toatoms()) for r in rows[:max_parents] if r.parent_id not in done]
-    return out
+    done = {r.parent_id for r in connect(db_path).select(kind=KIND, columns=["key_value_pairs"])} if resume else set()
+    return training_parents(db_path, sources, max_parents, done)
 
 
 def _ratio(text: str) -> tuple[float, float]:
@@ -108,11 +111,9 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
     try:
-        shard, shards = (int(x) for x in args.shard.split("/"))
-        if not 0 <= shard < shards:
-            raise ValueError
-    except ValueError:
-        ap.error(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}")
+        shard, shards = parse_shard(args.shard)
+    except ValueError as err:
+        ap.error(str(err))
     if args.per_parent < 1:
         ap.error(f"--per-parent must be at least 1, got {args.per_parent}")
 
@@ -149,10 +150,7 @@ def main(argv=None) -> int:
             rows.append({"atoms": atoms, "labels": lab, "kvp": kvp})
         write_rows(db, rows)
         written += len(rows)
-        done = lo + len(chunk)
-        rate = done / (time.perf_counter() - t0)
-        log(f"{done}/{len(todo)} parents, {written} frames written, {skipped} skipped "
-            f"({rate:.2f} parents/s, {(len(todo) - done) / rate / 60:.0f} min left)")
+        log_chunk(lo + len(chunk), len(todo), written, skipped, t0)
     return 0
 
 

@@ -51,7 +51,15 @@ if str(HERE) not in sys.path:
 
 import numpy as np  # noqa: E402
 import pd_structures as S  # noqa: E402
-from make_dataset import TEACHER_NAME, _bad_label, log, write_rows  # noqa: E402
+from make_dataset import (  # noqa: E402
+    TEACHER_NAME,
+    _bad_label,
+    log,
+    log_chunk,
+    parse_shard,
+    training_parents,
+    write_rows,
+)
 
 KINDS = ("student_relaxed", "student_path", "teacher_relaxed", "teacher_path")
 RATTLE = 0.1  # Å, as in the relaxation benchmark
@@ -71,11 +79,7 @@ def parents_to_do(db_path: Path, sources: list[str], resume: bool, max_parents: 
             rows = db.select(kind=kind, columns=["key_value_pairs"])  # no structures decoded
             done |= {r.parent_id for r in rows
                      if int(r.get("al_round", 1)) == round_ and int(r.get("repeat", 1)) == repeat}
-    out = []
-    for source in sources:
-        rows = sorted(db.select(kind="parent", split="train", source=source), key=lambda r: S.order_key(r.parent_id))
-        out += [(r.parent_id, source, r.toatoms()) for r in rows[:max_parents] if r.parent_id not in done]
-    return out
+    return training_parents(db_path, sources, max_parents, done)
 
 
 def rattled(atoms, parent_id: str, seed: int, repeat: int = 1):
@@ -162,11 +166,9 @@ def main(argv=None) -> int:
     if args.repeat < 1:
         ap.error(f"--repeat must be at least 1, got {args.repeat}")
     try:
-        shard, shards = (int(x) for x in args.shard.split("/"))
-        if not 0 <= shard < shards:
-            raise ValueError
-    except ValueError:
-        ap.error(f"--shard must be i/n with 0 <= i < n, got {args.shard!r}")
+        shard, shards = parse_shard(args.shard)
+    except ValueError as err:
+        ap.error(str(err))
 
     import pd_teacher as T
     import torch
@@ -235,10 +237,7 @@ def main(argv=None) -> int:
             rows.append({"atoms": atoms, "labels": lab, "kvp": kvp})
         write_rows(db, rows)
         written += len(rows)
-        done = lo + len(chunk)
-        rate = done / (time.perf_counter() - t0)
-        log(f"{done}/{len(todo)} parents, {written} frames written, {skipped} skipped "
-            f"({rate:.2f} parents/s, {(len(todo) - done) / rate / 60:.0f} min left)")
+        log_chunk(lo + len(chunk), len(todo), written, skipped, t0)
     return 0
 
 

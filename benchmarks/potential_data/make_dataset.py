@@ -257,6 +257,39 @@ def done_parent_ids(db_path: Path) -> set[str]:
         con.close()
 
 
+def training_parents(db_path: Path, sources: Sequence[str], max_parents: int | None,
+                     done: set[str]) -> list[tuple[str, str, object]]:
+    """``(parent_id, source, Atoms)`` of the training-split parents (their ``kind=parent``
+    rows) of each source, the first ``max_parents`` in hash order, without those in
+    ``done`` (validation and test parents are never returned)."""
+    from ase.db import connect
+
+    db = connect(db_path)
+    out = []
+    for source in sources:
+        rows = sorted(db.select(kind="parent", split="train", source=source), key=lambda r: S.order_key(r.parent_id))
+        out += [(r.parent_id, source, r.toatoms()) for r in rows[:max_parents] if r.parent_id not in done]
+    return out
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``; ``ValueError`` otherwise."""
+    try:
+        shard, shards = (int(x) for x in text.split("/"))
+    except ValueError:
+        shard, shards = -1, 0
+    if not 0 <= shard < shards:
+        raise ValueError(f"--shard must be i/n with 0 <= i < n, got {text!r}")
+    return shard, shards
+
+
+def log_chunk(done: int, total: int, written: int, skipped: int, t0: float) -> None:
+    """One progress line of a chunked labelling run started at ``t0`` (perf_counter)."""
+    rate = done / (time.perf_counter() - t0)
+    log(f"{done}/{total} parents, {written} frames written, {skipped} skipped "
+        f"({rate:.2f} parents/s, {(total - done) / rate / 60:.0f} min left)")
+
+
 def write_rows(db, rows: Sequence[dict]) -> None:
     """Write rows in ONE transaction (committed at the end of the ``with``)."""
     from ase.calculators.singlepoint import SinglePointCalculator

@@ -92,8 +92,9 @@ def train_generator(
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from crystalgnn_plugins._atomic import atomic_write_json
     from crystalgnn_plugins.models.io import save_model
-    from crystalgnn_plugins.training.trainer import last_epoch_checkpoint, write_json_atomic
+    from crystalgnn_plugins.training.trainer import last_epoch_checkpoint
 
     if not train_structures or not val_structures:
         raise ValueError("train_generator needs non-empty training and validation structures")
@@ -125,7 +126,7 @@ def train_generator(
             ckpt_path = str(ckpt_dir / "last.ckpt")
         elif (ckpt_dir / "last.ckpt").exists():
             raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass resume=True or another directory")
-        write_json_atomic(stamp, {"fingerprint": fingerprint, "settings": settings})
+        atomic_write_json(stamp, {"fingerprint": fingerprint, "settings": settings})
         callbacks.append(ModelCheckpoint(
             dirpath=ckpt_dir, filename="best", monitor="val_loss", mode="min", save_top_k=1,
             enable_version_counter=False,
@@ -164,5 +165,5 @@ def train_generator(
     }
     if out is not None:
         save_model(flow, out / "model", extra={"report": "../report.json"})
-        write_json_atomic(out / "report.json", report)
+        atomic_write_json(out / "report.json", report)
     return flow, report

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from crystalgnn_plugins._atomic import atomic_write
+from crystalgnn_plugins._atomic import atomic_write, atomic_write_json
 from crystalgnn_plugins._version import __version__
 from crystalgnn_plugins.models.base import CrystalModel
 
@@ -46,7 +46,7 @@ def save_model(model: CrystalModel, path: str | os.PathLike, extra: dict[str, An
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic_write(path / WEIGHTS_FILE, lambda fh: torch.save(state, fh))
-    atomic_write(path / CONFIG_FILE, lambda fh: fh.write(json.dumps(meta, indent=2).encode()))
+    atomic_write_json(path / CONFIG_FILE, meta)
     return path
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from crystalgnn_plugins._atomic import atomic_write_json as write_json_atomic  # noqa: F401 (re-exported)
+from crystalgnn_plugins._atomic import atomic_write_json
 from crystalgnn_plugins.models.base import CrystalModel
 from crystalgnn_plugins.models.energy import EnergyModel
 from crystalgnn_plugins.models.io import save_model
@@ -211,7 +211,7 @@ def train(
             ckpt_path = str(last)
         elif (ckpt_dir / "last.ckpt").exists():
             raise FileExistsError(f"{ckpt_dir} already holds checkpoints: pass resume=True (--resume) or another directory")
-        write_json_atomic(stamp, {"fingerprint": fingerprint, "settings": settings})
+        atomic_write_json(stamp, {"fingerprint": fingerprint, "settings": settings})
 
     model.train()  # a loaded (fine-tuned) model comes in eval mode
     module = CrystalModule(
@@ -292,5 +292,5 @@ def train(
     model_dir = None
     if out_dir is not None:
         model_dir = save_model(model, out_dir / "model", extra={"report": "../report.json"})
-        write_json_atomic(out_dir / "report.json", report)
+        atomic_write_json(out_dir / "report.json", report)
     return TrainResult(model=model, report=report, model_dir=model_dir)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from ase.build import bulk
 from ase.data import covalent_radii
 from ase.db import connect
@@ -60,3 +61,11 @@ def test_only_training_parents_without_contact_frames(tmp_path):
     db.write(bulk("Cu", "fcc", a=3.6), parent_id="element:0", source="element", kind="contact", split="train")
     assert [t[0] for t in C.parents_to_do(path, ["element"], resume=True, max_parents=None)] == ["element:2"]
     assert len(C.parents_to_do(path, ["element"], resume=False, max_parents=None)) == 2
+
+
+def test_shard_parsing_shared_by_the_frame_scripts():
+    M = importlib.import_module("make_dataset")
+    assert M.parse_shard("1/2") == (1, 2) and M.parse_shard("0/1") == (0, 1)
+    for bad in ("2/2", "-1/2", "1", "a/b", "0/0"):
+        with pytest.raises(ValueError, match="--shard must be i/n"):
+            M.parse_shard(bad)
