@@ -42,6 +42,7 @@ def main() -> None:
     ap.add_argument("--latent-dim", type=int, default=16)
     ap.add_argument("--repulsion-weight", type=float, default=0.1, help="physics term in training (0 = off)")
     ap.add_argument("--coord-weight", type=float, default=10.0, help="weight of the coordinate flow loss")
+    ap.add_argument("--lattice-weight", type=float, default=1.0, help="weight of the lattice flow loss")
     ap.add_argument("--max-time", default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -55,6 +56,8 @@ def main() -> None:
     ap.add_argument("--image-cutoff", type=float, default=3.0, help="reach of the image-summed features, Å")
     ap.add_argument("--ot-coupling", action="store_true",
                     help="pair prior and data atoms of each crystal by least periodic distance (loss option)")
+    ap.add_argument("--ot-translation", action="store_true",
+                    help="with the atom pairing, also translate each data crystal to shorten the paths (loss option)")
     ap.add_argument("--carbon-repeat", type=int, default=1,
                     help="show every carbon_24 training crystal this many times per epoch (balances the harder, "
                          "smaller dataset)")
@@ -94,7 +97,9 @@ def main() -> None:
                      "image_rbf": args.image_rbf, "image_cutoff": args.image_cutoff,
                      "condition_pressures": CONDITION_PRESSURES_GPA},
         loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight,
-                     **({"ot_coupling": True} if args.ot_coupling else {})},
+                     "lattice_weight": args.lattice_weight,
+                     **({"ot_coupling": True} if args.ot_coupling else {}),
+                     **({"ot_translation": True} if args.ot_translation else {})},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time,
     )

@@ -8,7 +8,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from crystalgnn_plugins.generation import CrystalFlow, resolve_generator, sample_flow
-from crystalgnn_plugins.generation.flow import MAX_ATOMS, CrystalBatch, ot_assignment
+from crystalgnn_plugins.generation.flow import MAX_ATOMS, CrystalBatch, ot_alignment, ot_assignment
 from crystalgnn_plugins.generation.lattice import lattice_to_log, log_to_lattice
 from crystalgnn_plugins.models.io import ModelFileError, load_model, read_model_metadata, save_model
 
@@ -107,6 +107,41 @@ def test_ot_assignment_pairs_atoms_within_each_crystal():
     assert torch.equal(ot_assignment(f0, near[shuffled], lattice, num_atoms)[shuffled], torch.arange(8))
 
 
+
+def test_ot_alignment_finds_the_translation_and_never_lengthens_the_paths():
+    """A data crystal that is the prior re-ordered and translated rigidly is paired atom
+    by atom with a shift undoing the translation; on random crystals the centred paths
+    are never longer than with the pairing alone."""
+    rng = np.random.default_rng(1)
+    num_atoms = torch.tensor([1, 5, 4])
+    lattice = torch.tensor(np.stack([np.eye(3) * 4 + rng.normal(0, 0.3, (3, 3)) for _ in range(3)]))
+    crystal = torch.repeat_interleave(torch.arange(3), num_atoms)
+    f0 = torch.tensor(rng.uniform(0, 1, (10, 3)))
+    tau = torch.tensor(rng.uniform(0, 1, (3, 3)))
+    shuffled = torch.tensor([0, 3, 1, 5, 4, 2, 8, 6, 9, 7])
+    data = torch.remainder(f0 + tau[crystal], 1.0)[shuffled]
+    order, shift = ot_alignment(f0, data, lattice, num_atoms, starts=4)
+    assert sorted(order.tolist()) == list(range(10)) and torch.equal(crystal[order], crystal)
+    moved = torch.remainder(data[order] + shift[crystal], 1.0)
+    gap = moved - f0
+    gap = gap - torch.round(gap)
+    assert torch.allclose(gap[1:], torch.zeros_like(gap[1:]), atol=1e-6)  # a single atom needs no shift
+
+    def centred_length(paths, k):
+        d = paths[crystal == k] - f0[crystal == k]
+        d = d - torch.round(d)
+        d = d - d.mean(0)
+        return float(((d @ lattice[k]) ** 2).sum())
+
+    for seed in range(5):
+        f1 = torch.tensor(np.random.default_rng(seed).uniform(0, 1, (10, 3)))
+        pairs = f1[ot_assignment(f0, f1, lattice, num_atoms)]
+        order, shift = ot_alignment(f0, f1, lattice, num_atoms)
+        aligned = torch.remainder(f1[order] + shift[crystal], 1.0)
+        for k in range(3):
+            assert centred_length(aligned, k) <= centred_length(pairs, k) + 1e-9
+
+
 # ------------------------------------------------------------------ statistics
 def test_fit_statistics(tiny_flow, dataset):
     structures, conditions = dataset
@@ -184,6 +219,8 @@ def test_loss_modes(tiny_flow, dataset):
     # prior and data atoms paired by least distance (species follow their atoms)
     paired = tiny_flow.loss(batch, csp_fraction=0.0, repulsion_weight=1.0, ot_coupling=True)
     assert all(torch.isfinite(v) for v in paired.values())
+    aligned = tiny_flow.loss(batch, csp_fraction=0.0, repulsion_weight=1.0, ot_translation=True)
+    assert all(torch.isfinite(v) for v in aligned.values())
 
 
 def test_loss_is_invariant_to_pose_and_images(tiny_flow, dataset):
