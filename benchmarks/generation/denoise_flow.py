@@ -13,6 +13,8 @@ fingerprint (site-averaged CrystalNN, ``metrics.generation.fingerprints``):
 - ``any``: fraction within 0.2 of any held-out crystal (a COV-P at that start);
 - ``median_distance`` to its own crystal, and structural validity.
 
+``--path-lengths`` also prints the mean squared length of the coordinate paths
+the flow is trained on, for the three couplings of ``CrystalFlow.loss``.
 ``t0 = 0`` is plain sampling of the test crystals' atom counts; ``t0`` near 1
 tests only the last steps. ``--true-lattice`` keeps the crystal's own lattice
 throughout (the flow moves the atoms only), which separates coordinate errors
@@ -38,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_split  # noqa: E402
 
 from crystalgnn_plugins._atomic import atomic_write_json  # noqa: E402
-from crystalgnn_plugins.generation.flow import ot_assignment  # noqa: E402
+from crystalgnn_plugins.generation.flow import ot_alignment, ot_assignment  # noqa: E402
 from crystalgnn_plugins.generation.lattice import (  # noqa: E402
     lattice_to_log,
     log_to_lattice,
@@ -88,6 +90,28 @@ def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_latt
     return out_structures
 
 
+def path_lengths(flow, structures, dataset: str, seed: int) -> dict[str, float]:
+    """Mean squared length (Å² per atom) of the centred training paths of the coordinates
+    from one uniform prior draw to the crystals (Niggli cells): atoms in their stored
+    order, paired by least distance (``ot_coupling``), and paired with the rigid
+    translation (``ot_translation``)."""
+    batch = flow.batch_from_structures(structures, dataset)
+    f1, lattice, num_atoms, crystal = batch.frac, batch.lattice, batch.num_atoms, batch.batch
+    f0 = torch.rand(f1.shape, generator=torch.Generator().manual_seed(seed))
+
+    def mean_square(data: torch.Tensor) -> float:
+        d = wrap(data - f0)
+        d = d - _scatter_mean(d, crystal, len(num_atoms))[crystal]
+        return float((torch.einsum("na,nab->nb", d, lattice[crystal]) ** 2).sum(-1).mean())
+
+    order, shift = ot_alignment(f0, f1, lattice, num_atoms)
+    return {
+        "stored order": mean_square(f1),
+        "paired": mean_square(f1[ot_assignment(f0, f1, lattice, num_atoms)]),
+        "paired and translated": mean_square(torch.remainder(f1[order] + shift[crystal], 1.0)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", required=True, help="the dataset's dev.csv")
@@ -100,6 +124,8 @@ def main() -> None:
     ap.add_argument("--true-lattice", action="store_true", help="keep each crystal's own lattice")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--path-lengths", action="store_true",
+                    help="also print the mean squared training path length per coupling (Å² per atom)")
     ap.add_argument("--out", default=None, help="write the results as JSON here too")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,7 +134,10 @@ def main() -> None:
     flow = resolve_generator(args.model).eval()
     crystals = load_split(args.csv, args.dataset)[args.split][: args.num]
     reference = gm.fingerprints(crystals)[0]
-    results = {}
+    results: dict = {}
+    if args.path_lengths:
+        results["path_lengths_A2"] = paths = path_lengths(flow, crystals, args.dataset, args.seed)
+        print("mean squared path (Å² per atom): " + ", ".join(f"{k} {v:.2f}" for k, v in paths.items()), flush=True)
     for t0 in (float(x) for x in args.t0.split(",")):
         if not 0 <= t0 < 1:
             ap.error(f"start times must be in [0, 1), got {t0}")
