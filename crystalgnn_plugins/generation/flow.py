@@ -367,23 +367,7 @@ def ot_assignment(f0: torch.Tensor, f1: torch.Tensor, lattice: torch.Tensor, num
     """Index (N,) into the data atoms ``f1`` giving each prior atom ``f0`` its partner:
     per crystal, the permutation of least total squared Cartesian length of the wrapped
     fractional differences (the paths the flow is trained on; ``scipy`` linear assignment)."""
-    from scipy.optimize import linear_sum_assignment
-
-    with torch.no_grad():
-        d = f1.detach().cpu().double().numpy()
-        z = f0.detach().cpu().double().numpy()
-        cells = lattice.detach().cpu().double().numpy()
-        order = np.arange(len(d))
-        start = 0
-        for k, n in enumerate(num_atoms.tolist()):
-            if n > 1:
-                diff = d[None, start : start + n] - z[start : start + n, None]  # (prior, data, 3)
-                diff -= np.round(diff)
-                cost = ((diff @ cells[k]) ** 2).sum(-1)
-                _, cols = linear_sum_assignment(cost)
-                order[start : start + n] = start + cols
-            start += n
-    return torch.as_tensor(order, device=f1.device)
+    return ot_alignment(f0, f1, lattice, num_atoms, starts=1, iterations=1)[0]
 
 
 def ot_alignment(
