@@ -112,6 +112,50 @@ def path_lengths(flow, structures, dataset: str, seed: int) -> dict[str, float]:
     }
 
 
+def loss_by_time(flow, structures, dataset: str, times: list[float], translate: bool, seed: int,
+                 draws: int = 8) -> dict[str, float]:
+    """The network's coordinate error relative to predicting no motion,
+    ``E|v - u|^2 / E|u|^2`` (centred, fractional), at fixed times on the training
+    paths (the crystals' own lattices; atoms in their stored order, or paired and
+    translated as in ``CrystalFlow.loss(ot_translation=True)``), over ``draws`` prior draws."""
+    batch = flow.batch_from_structures(structures, dataset)
+    b, crystal = len(batch.num_atoms), batch.batch
+    a = F.one_hot(batch.species, len(flow.elements)).float()
+    log_l = lattice_to_log(batch.lattice)
+    gen = torch.Generator().manual_seed(seed)
+
+    def centred(x: torch.Tensor) -> torch.Tensor:
+        return x - _scatter_mean(x, crystal, b)[crystal]
+
+    out = {}
+    for t in times:
+        err = base = 0.0
+        for _ in range(draws):
+            f0, f1 = torch.rand(batch.frac.shape, generator=gen), batch.frac
+            if translate:
+                order, shift = ot_alignment(f0, f1, batch.lattice, batch.num_atoms)
+                f1 = torch.remainder(f1[order] + shift[crystal], 1.0)  # carbon: species unchanged by order
+            u = wrap(f1 - f0)
+            with torch.no_grad():
+                v = flow.velocity(a if not translate else a[order], torch.remainder(f0 + t * u, 1.0), log_l,
+                                  batch.num_atoms, torch.full((b,), t), batch.condition)["frac_velocity"]
+            err += float(((centred(v) - centred(u)) ** 2).sum(-1).mean())
+            base += float((centred(u) ** 2).sum(-1).mean())
+        out[f"{t:g}"] = err / base
+    return out
+
+
+def _median_bond(structures) -> float:
+    """Median over all atoms of the distance (Å) to the nearest other atom, periodic
+    images included (an atom's own images: the shortest vector of the reduced lattice)."""
+    nearest = []
+    for s in structures:
+        shortest = float(np.linalg.norm(s.lattice.get_lll_reduced_lattice().matrix, axis=1).min())
+        d = s.distance_matrix + np.diag(np.full(len(s), np.inf))
+        nearest.extend(np.minimum(d.min(1), shortest))
+    return float(np.median(nearest))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--csv", required=True, help="the dataset's dev.csv")
@@ -119,6 +163,8 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="generator (default: the shipped one)")
     ap.add_argument("--split", default="test", choices=("train", "val", "test"))
     ap.add_argument("--num", type=int, default=120, help="crystals of the split used (the first ones)")
+    ap.add_argument("--draws", type=int, default=1,
+                    help="prior draws per crystal (each finished crystal is scored against its own)")
     ap.add_argument("--t0", default="0.95,0.9,0.8,0.6", help="comma-separated start times")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--true-lattice", action="store_true", help="keep each crystal's own lattice")
@@ -126,19 +172,31 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--path-lengths", action="store_true",
                     help="also print the mean squared training path length per coupling (Å² per atom)")
+    ap.add_argument("--loss-by-time", default=None, metavar="T1,T2,...",
+                    help="also print the coordinate error relative to no motion at these times")
+    ap.add_argument("--translate", action="store_true",
+                    help="with --loss-by-time: paths of the paired and translated atoms (--ot-translation)")
     ap.add_argument("--out", default=None, help="write the results as JSON here too")
     args = ap.parse_args()
+    if args.draws < 1:
+        ap.error(f"--draws must be at least 1, got {args.draws}")
     torch.set_num_threads(args.threads)
     from scipy.spatial.distance import cdist
 
     flow = resolve_generator(args.model).eval()
-    crystals = load_split(args.csv, args.dataset)[args.split][: args.num]
-    reference = gm.fingerprints(crystals)[0]
+    distinct = load_split(args.csv, args.dataset)[args.split][: args.num]
+    reference_distinct = gm.fingerprints(distinct)[0]
+    crystals = distinct * args.draws
+    reference = np.concatenate([reference_distinct] * args.draws)
     results: dict = {}
     if args.path_lengths:
         results["path_lengths_A2"] = paths = path_lengths(flow, crystals, args.dataset, args.seed)
         print("mean squared path (Å² per atom): " + ", ".join(f"{k} {v:.2f}" for k, v in paths.items()), flush=True)
-    for t0 in (float(x) for x in args.t0.split(",")):
+    if args.loss_by_time:
+        times = [float(x) for x in args.loss_by_time.split(",")]
+        results["loss_by_time"] = ratios = loss_by_time(flow, distinct, args.dataset, times, args.translate, args.seed)
+        print("coordinate error / no motion: " + ", ".join(f"t {k} {v:.2f}" for k, v in ratios.items()), flush=True)
+    for t0 in (float(x) for x in args.t0.split(",") if x):
         if not 0 <= t0 < 1:
             ap.error(f"start times must be in [0, 1), got {t0}")
         finished = finish_from(flow, crystals, args.dataset, t0, args.steps, args.true_lattice, args.seed)
@@ -147,14 +205,16 @@ def main() -> None:
         own = np.full(len(fps), np.inf)
         own[ok] = np.linalg.norm(fps[ok] - reference[ok], axis=1)
         nearest = np.full(len(fps), np.inf)
-        nearest[ok] = cdist(fps[ok], reference[np.isfinite(reference).all(1)]).min(1)
+        nearest[ok] = cdist(fps[ok], reference_distinct[np.isfinite(reference_distinct).all(1)]).min(1)
         results[f"{t0:g}"] = row = {
             "own": float(np.mean(own <= 0.2)), "any": float(np.mean(nearest <= 0.2)),
             "median_distance": float(np.median(own)),
+            "median_bond_A": _median_bond(finished), "median_bond_own_A": _median_bond(crystals),
             "valid": float(np.mean([gm.structural_validity(s) for s in finished])),
         }
         print(f"t0 = {t0:g}: own {row['own']:.2f}  any {row['any']:.2f}  median distance "
-              f"{row['median_distance']:.3f}  valid {row['valid']:.2f}", flush=True)
+              f"{row['median_distance']:.3f}  valid {row['valid']:.2f}  nearest neighbour {row['median_bond_A']:.2f} Å "
+              f"(own {row['median_bond_own_A']:.2f} Å)", flush=True)
     if args.out:
         atomic_write_json(args.out, {"args": vars(args), "results": results})
 
