@@ -3,8 +3,13 @@
 The three parts of a crystal each get a straight path from a prior sample
 (``t = 0``) to a data crystal (``t = 1``):
 
-- fractional coordinates on the torus: uniform prior, geodesic path
-  ``f_t = f_0 + t wrap(f_1 - f_0)``; the target velocity is centred per crystal
+- fractional coordinates on the torus, one of two paths (``coord_path``):
+  ``"geodesic"``: uniform prior, geodesic path ``f_t = f_0 + t wrap(f_1 - f_0)``,
+  the network predicts the velocity; ``"wrapped_normal"``: wrapped Gaussian noise
+  ``f_t = f_1 + σ(t) ε (mod 1)`` with ``σ`` falling geometrically from
+  ``sigma_max`` (≈ uniform) at ``t = 0`` to ``sigma_min`` at 1, the network predicts
+  ``ε`` (so the score ``-ε/σ`` is known and the sampler can correct the atoms with
+  Langevin steps at every noise level, as in DiffCSP). Targets are centred per crystal
   (a global translation changes nothing);
 - lattice: the rotation-free ``S = ½ log(L Lᵀ)`` (:mod:`.lattice`), Gaussian
   prior around the dataset's mean shape at the volume expected for the number
@@ -82,6 +87,10 @@ def collate_crystals(items: Sequence[CrystalBatch]) -> CrystalBatch:
     )
 
 
+#: coordinate paths of :class:`CrystalFlow`
+COORD_PATHS = ("geodesic", "wrapped_normal")
+
+
 class CrystalFlow(nn.Module):
     """Flow-matching generator of periodic crystals with a latent autoencoder.
 
@@ -93,6 +102,8 @@ class CrystalFlow(nn.Module):
         cond_features: width of the dataset embedding.
         image_rbf, image_cutoff: image-summed pair features of the networks (0: off;
             see :class:`PeriodicActionNetwork`).
+        coord_path: ``"geodesic"`` or ``"wrapped_normal"`` (module docstring).
+        sigma_min, sigma_max: noise range of the wrapped-normal path (fractional).
         condition_pressures: pressure (GPa) at which each condition's training crystals
             were relaxed (e.g. ``{"carbon_24": 10.0}``); the learned-energy guidance and
             ``relax=True`` of :class:`CrystalStructureSource` use the enthalpy ``E + PV``
@@ -116,11 +127,19 @@ class CrystalFlow(nn.Module):
         disp_freqs: int = 3,
         image_rbf: int = 0,
         image_cutoff: float = 3.0,
+        coord_path: str = "geodesic",
+        sigma_min: float = 0.005,
+        sigma_max: float = 0.5,
         condition_pressures: dict[str, float] | None = None,
     ):
         super().__init__()
         if not elements:
             raise ValueError("CrystalFlow needs a non-empty element vocabulary")
+        if coord_path not in COORD_PATHS:
+            raise ValueError(f"coord_path must be one of {COORD_PATHS}, got {coord_path!r}")
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}")
+        self.coord_path, self.sigma_min, self.sigma_max = coord_path, float(sigma_min), float(sigma_max)
         self.elements = list(elements)
         self.conditions = list(conditions)
         self.condition_pressures = {str(k): float(v) for k, v in (condition_pressures or {}).items()}
@@ -151,8 +170,14 @@ class CrystalFlow(nn.Module):
             "num_layers": self.num_layers, "num_freqs": self.num_freqs, "latent_dim": self.latent_dim,
             "encoder_layers": self.encoder_layers, "cond_features": self.cond_features,
             "disp_freqs": self.disp_freqs, "image_rbf": self.image_rbf, "image_cutoff": self.image_cutoff,
+            "coord_path": self.coord_path, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
             "condition_pressures": dict(self.condition_pressures),
         }
+
+    def coord_sigma(self, t: torch.Tensor) -> torch.Tensor:
+        """Noise level (fractional) of the wrapped-normal path at time ``t``:
+        ``sigma_max`` at 0, ``sigma_min`` at 1, geometric in between."""
+        return self.sigma_max ** (1 - t) * self.sigma_min**t
 
     def pressure_gpa(self, condition: int | str) -> float:
         """Pressure (GPa) of a condition's training crystals (0 unless set)."""
@@ -304,6 +329,10 @@ class CrystalFlow(nn.Module):
         tn = t[atom_batch].unsqueeze(-1)
 
         f1, species1 = batch.frac, batch.species
+        wrapped_normal = self.coord_path == "wrapped_normal"
+        if wrapped_normal and (ot_coupling or ot_translation):
+            raise ValueError("ot_coupling / ot_translation pair prior and data atoms of the geodesic path; "
+                             "the wrapped-normal path has no prior atoms to pair")
         f0 = torch.rand_like(f1)
         if ot_translation:
             order, shift = ot_alignment(f0, f1, batch.lattice, batch.num_atoms)
@@ -311,8 +340,13 @@ class CrystalFlow(nn.Module):
         elif ot_coupling:
             order = ot_assignment(f0, f1, batch.lattice, batch.num_atoms)
             f1, species1 = f1[order], species1[order]
-        u_f = wrap(f1 - f0)
-        f_t = torch.remainder(f0 + tn * u_f, 1.0)
+        if wrapped_normal:
+            sigma = self.coord_sigma(tn)
+            u_f = torch.randn_like(f1)  # the target is the noise itself
+            f_t = torch.remainder(f1 + sigma * u_f, 1.0)
+        else:
+            u_f = wrap(f1 - f0)
+            f_t = torch.remainder(f0 + tn * u_f, 1.0)
 
         s1 = lattice_to_log(batch.lattice)
         mean, std = self.lattice_prior(batch.condition, batch.num_atoms)
@@ -347,7 +381,7 @@ class CrystalFlow(nn.Module):
         terms = {"coords": loss_f, "lattice": loss_l, "species": loss_a, "kl": kl}
         total = coord_weight * loss_f + lattice_weight * loss_l + species_weight * loss_a + kl_weight * kl
         if repulsion_weight:
-            f_hat = f_t + (1 - tn) * v_f
+            f_hat = f_t - sigma * v_f if wrapped_normal else f_t + (1 - tn) * v_f
             s_hat = s_t + ((1 - t) * std).view(-1, 1, 1) * out["lattice_action"]
             radii = self.covalent_radii(dtype, device)[species1]
             rep = repulsion_energy(f_hat, log_to_lattice(s_hat), batch.num_atoms, radii, radius_factor)

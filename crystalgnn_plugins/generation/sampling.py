@@ -48,9 +48,17 @@ def sample_flow(
     max_guidance: float = 1.0,
     time_power: float = 1.0,
     projection_steps: int = 0,
+    langevin_step: float = 3e-5,
     generator: torch.Generator | None = None,
 ) -> SampledCrystals:
     """Euler integration of the flow for a batch of crystals.
+
+    A flow with wrapped-normal coordinates (``flow.coord_path``) moves its atoms by
+    predictor-corrector steps instead (as DiffCSP): before each step but the first, a
+    Langevin step with the score ``-ε/σ`` and step size ``langevin_step (σ/σ_min)²``
+    (the corrector), then an ancestral step from ``σ(t)`` to the next ``σ`` (the
+    predictor); both add noise from ``generator``. Lattice and species follow the
+    flow as for the geodesic path.
 
     Args:
         num_atoms: (B,) atoms per crystal.
@@ -63,7 +71,7 @@ def sample_flow(
         guidance: terms (see :mod:`.guidance`) applied from ``t >= guidance_start``;
             a term with ``guides_lattice = False`` moves only atoms and species.
         coord_speedup: velocity of the coordinates multiplied by ``1 + s t``
-            (inference anti-annealing as in FlowMM; 0 = plain flow).
+            (inference anti-annealing as in FlowMM; 0 = plain flow; geodesic path only).
         max_guidance: largest guidance velocity per atom (fractional units per unit
             time) and per lattice (log-lattice norm per unit time).
         projection_steps: after the last step, at most this many descent steps of the
@@ -72,12 +80,20 @@ def sample_flow(
             ``max_guidance / steps`` per step, fractional): pairs that the last, large
             steps pushed together are separated; crystals without such pairs are
             unchanged (the terms are zero there).
-        generator: random generator for the prior (reproducible sampling).
+        langevin_step: corrector step of wrapped-normal coordinates (0: predictor only).
+        generator: random generator for the prior and the sampler's noise (reproducible
+            sampling).
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     if time_power <= 0:
         raise ValueError(f"time_power must be positive, got {time_power}")
+    wrapped_normal = flow.coord_path == "wrapped_normal"
+    if wrapped_normal and coord_speedup:
+        raise ValueError("coord_speedup applies to the geodesic coordinate path; this flow's coordinates "
+                         "are wrapped-normal (their sharpness is set by langevin_step)")
+    if langevin_step < 0:
+        raise ValueError(f"langevin_step must be >= 0, got {langevin_step}")
     device = flow.lattice_mean.device
     dtype = flow.lattice_mean.dtype
     num_atoms = num_atoms.to(device)
@@ -102,21 +118,33 @@ def sample_flow(
     )
 
     times = [1.0 - (1.0 - k / steps) ** time_power for k in range(steps + 1)]
+
+    def noise() -> torch.Tensor:
+        return torch.randn((n, 3), generator=generator, dtype=dtype).to(device)
+
+    def centred(x: torch.Tensor) -> torch.Tensor:
+        return x - _scatter_mean(x, atom_batch, b)[atom_batch]
+
     logits = None
     for step in range(steps):
         t, dt = times[step], times[step + 1] - times[step]
         tt = torch.full((b,), t, device=device, dtype=dtype)
+        sigma = flow.coord_sigma(torch.tensor(t, dtype=torch.float64)).item() if wrapped_normal else 0.0
+        if wrapped_normal and langevin_step > 0 and step > 0:
+            with torch.no_grad():
+                eps = centred(flow.velocity(a, frac, log_l, num_atoms, tt, condition, z)["frac_velocity"])
+            size = langevin_step * (sigma / flow.sigma_min) ** 2
+            frac = torch.remainder(frac - size * eps / sigma + (2 * size) ** 0.5 * noise(), 1.0)
         with torch.no_grad():
             out = flow.velocity(a, frac, log_l, num_atoms, tt, condition, z)
-        v_f = out["frac_velocity"]
-        v_f = v_f - _scatter_mean(v_f, atom_batch, b)[atom_batch]
+        v_f = centred(out["frac_velocity"])
         v_l = out["lattice_action"] * std.view(-1, 1, 1)
         logits = out["species_logits"]
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
         if guidance and t >= guidance_start:
             with torch.enable_grad():
-                f_hat = (frac + (1 - t) * v_f).detach().requires_grad_(True)
+                f_hat = (frac - sigma * v_f if wrapped_normal else frac + (1 - t) * v_f).detach().requires_grad_(True)
                 l_hat = (log_l + (1 - t) * v_l).detach().requires_grad_(True)
                 p_hat = (a if fixed else F.softmax(logits, -1)).detach().requires_grad_(not fixed)
                 lattice_hat = log_to_lattice(l_hat)
@@ -132,11 +160,24 @@ def sample_flow(
             # a guided step moves an atom by at most max_guidance * dt (fractional) and
             # the log-lattice by at most as much: an energy model evaluated on a crystal
             # with atoms on top of each other can return huge gradients
-            v_f = v_f - _clip_rows(grads[0], max_guidance)
+            guide_f = _clip_rows(grads[0], max_guidance)
+            if not wrapped_normal:
+                v_f = v_f - guide_f
             v_l = v_l - _clip_rows(0.5 * (grads[1] + grads[1].transpose(-1, -2)), max_guidance)
             if not fixed:
                 logits = logits - grads[2]
-        frac = torch.remainder(frac + dt * (1 + coord_speedup * t) * v_f, 1.0)
+        if wrapped_normal:
+            # ancestral step from sigma to the next level (VE SDE), noise-free into the end
+            nxt = flow.coord_sigma(torch.tensor(times[step + 1], dtype=torch.float64)).item()
+            var = sigma**2 - nxt**2
+            frac = frac - var / sigma * v_f
+            if step < steps - 1:
+                frac = frac + (nxt**2 * var / sigma**2) ** 0.5 * noise()
+            if guidance and t >= guidance_start:
+                frac = frac - dt * guide_f
+            frac = torch.remainder(frac, 1.0)
+        else:
+            frac = torch.remainder(frac + dt * (1 + coord_speedup * t) * v_f, 1.0)
         log_l = log_l + dt * v_l
         if not fixed:
             a = a + dt * (F.softmax(logits, -1) - a) / (1 - t)

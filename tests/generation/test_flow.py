@@ -326,3 +326,62 @@ def test_resolve_generator_errors(tmp_path, energy_model_dir, flow):
         resolve_generator(tmp_path / "missing")
     with pytest.raises(ModelFileError, match="holds a EnergyModel, not a crystal generator"):
         resolve_generator(energy_model_dir)
+
+
+def wrapped_normal_copy(flow):
+    """``flow`` with wrapped-normal coordinates and the same weights."""
+    wn = CrystalFlow.from_config({**flow.get_config(), "coord_path": "wrapped_normal"})
+    wn.load_compatible_state(flow)
+    return wn.to(next(flow.parameters()).dtype)
+
+
+def test_wrapped_normal_path(tiny_flow, dataset):
+    wn = wrapped_normal_copy(tiny_flow)
+    assert wn.get_config()["coord_path"] == "wrapped_normal"
+    assert CrystalFlow.from_config(wn.get_config()).coord_path == "wrapped_normal"
+    sig = wn.coord_sigma(torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(sig, torch.tensor([0.5, 0.05, 0.005], dtype=torch.float64))  # geometric
+    batch = small_batch(wn, dataset)
+    wn.fit_statistics(batch)
+    torch.manual_seed(0)
+    terms = wn.loss(batch, repulsion_weight=1.0)
+    assert all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
+    # the target is unit noise: an untrained network's coordinate loss is of order 3 per atom
+    assert 0.5 < terms["coords"] < 20
+    terms["loss"].backward()
+    assert all(torch.isfinite(p.grad).all() for p in wn.parameters() if p.grad is not None)
+    assert wn.net.edge_head[-1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="wrapped-normal path has no prior atoms"):
+        wn.loss(batch, ot_coupling=True)
+    with pytest.raises(ValueError, match="coord_path must be one of"):
+        CrystalFlow(["C"], coord_path="gaussian")
+    with pytest.raises(ValueError, match="sigma_min < sigma_max"):
+        CrystalFlow(["C"], coord_path="wrapped_normal", sigma_min=0.5, sigma_max=0.1)
+
+
+def test_wrapped_normal_noise_is_what_the_loss_regresses(tiny_flow, dataset, monkeypatch):
+    """A network that returns the very noise that made ``f_t`` has zero coordinate loss:
+    the loss's target is the noise ``ε`` of ``f_t = f_1 + σ(t) ε`` (centred)."""
+    wn = wrapped_normal_copy(tiny_flow)
+    batch = small_batch(wn, dataset)
+    wn.fit_statistics(batch)
+    seen = {}
+    real_randn_like = torch.randn_like
+
+    def randn_like(x, *args, **kwargs):
+        out = real_randn_like(x, *args, **kwargs)
+        if x.shape == batch.frac.shape and "eps" not in seen:
+            seen["eps"] = out
+        return out
+
+    real_net = wn.net.forward
+
+    def net(*args, **kwargs):
+        out = dict(real_net(*args, **kwargs))
+        out["frac_velocity"] = seen["eps"] + 0.3  # a global shift is removed by the centring
+        return out
+
+    monkeypatch.setattr(torch, "randn_like", randn_like)
+    monkeypatch.setattr(wn.net, "forward", net)
+    terms = wn.loss(batch, csp_fraction=1.0, latent_dropout=1.0)
+    assert float(terms["coords"]) < 1e-12

@@ -210,3 +210,26 @@ def test_lattice_guidance_can_be_switched_off(flow):
     moved = draw(flow, 4, steps=1, guidance=[_HugeGradient()], guidance_start=0.0)
     assert not torch.allclose(moved.lattice, plain.lattice)
     torch.testing.assert_close(both.lattice, moved.lattice)
+
+
+def test_wrapped_normal_predictor_corrector(flow):
+    from crystalgnn_plugins.generation import CrystalFlow
+
+    wn = CrystalFlow.from_config({**flow.get_config(), "coord_path": "wrapped_normal"})
+    wn.load_compatible_state(flow)
+    wn.eval()
+    a, b, c = draw(wn, 5), draw(wn, 5), draw(wn, 6)
+    assert_valid_raw(a, (5, 5, 4, 2))
+    assert torch.equal(a.frac, b.frac) and torch.equal(a.lattice, b.lattice)
+    assert not torch.equal(a.frac, c.frac)
+    predictor_only = draw(wn, 5, langevin_step=0.0)
+    assert_valid_raw(predictor_only, (5, 5, 4, 2))
+    assert not torch.equal(a.frac, predictor_only.frac)
+    guided = draw(wn, 5, guidance=[RepulsionTerm(weight=5.0)], guidance_start=0.0)
+    assert_valid_raw(guided, (5, 5, 4, 2))
+    assert torch.equal(guided.frac, draw(wn, 5, guidance=[RepulsionTerm(weight=5.0)],
+                                          guidance_start=0.0).frac)
+    with pytest.raises(ValueError, match="coord_speedup applies to the geodesic"):
+        draw(wn, 5, coord_speedup=3.0)
+    with pytest.raises(ValueError, match="langevin_step must be >= 0"):
+        draw(wn, 5, langevin_step=-1.0)
