@@ -48,18 +48,31 @@ from crystalgnn_plugins.generation.lattice import (  # noqa: E402
     wrap,
 )
 from crystalgnn_plugins.generation.network import _scatter_mean  # noqa: E402
+from crystalgnn_plugins.generation.sampling import sample_flow  # noqa: E402
 from crystalgnn_plugins.generation.source import resolve_generator  # noqa: E402
 from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 
 
-def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_lattice: bool, seed: int) -> list:
-    """The crystals put on their paths at ``t0`` and integrated to 1 by the flow (no guidance)."""
+def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_lattice: bool, seed: int,
+                time_power: float = 1.0) -> list:
+    """The crystals put on their paths at ``t0`` and integrated to 1 by the flow (no guidance).
+    A wrapped-normal flow is sampled from ``t0 = 0`` only (its own sampler, the crystals'
+    species and atom counts, ``time_power``)."""
     from pymatgen.core import Lattice, Structure
 
     batch = flow.batch_from_structures(structures, dataset)  # Niggli cells, as in training
     gen = torch.Generator().manual_seed(seed)
     num_atoms, condition, species = batch.num_atoms, batch.condition, batch.species
     b = len(structures)
+    if flow.coord_path != "geodesic":
+        if t0 != 0 or true_lattice:
+            raise ValueError(f"a {flow.coord_path} flow is probed from t0 = 0 only and without --true-lattice")
+        out = sample_flow(flow, num_atoms, condition, species=species, steps=steps, time_power=time_power, generator=gen)
+        cells, frac = out.lattice.numpy(), out.frac.numpy()
+        symbols = [flow.elements[i] for i in species.tolist()]
+        starts = np.cumsum([0] + num_atoms.tolist())
+        return [Structure(Lattice(cells[k]), symbols[starts[k]:starts[k + 1]], frac[starts[k]:starts[k + 1]])
+                for k in range(b)]
     atom_batch = batch.batch
     f1, lattice1 = batch.frac, batch.lattice
     f0 = torch.rand(f1.shape, generator=gen)
@@ -168,6 +181,8 @@ def main() -> None:
     ap.add_argument("--t0", default="0.95,0.9,0.8,0.6", help="comma-separated start times")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--true-lattice", action="store_true", help="keep each crystal's own lattice")
+    ap.add_argument("--time-power", type=float, default=1.0,
+                    help="step times of a wrapped-normal flow's sampler (geodesic flows: always 2)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--path-lengths", action="store_true",
@@ -199,7 +214,8 @@ def main() -> None:
     for t0 in (float(x) for x in args.t0.split(",") if x):
         if not 0 <= t0 < 1:
             ap.error(f"start times must be in [0, 1), got {t0}")
-        finished = finish_from(flow, crystals, args.dataset, t0, args.steps, args.true_lattice, args.seed)
+        finished = finish_from(flow, crystals, args.dataset, t0, args.steps, args.true_lattice, args.seed,
+                               args.time_power)
         fps = gm.fingerprints(finished)[0]
         ok = np.isfinite(fps).all(1)
         own = np.full(len(fps), np.inf)

@@ -212,16 +212,18 @@ class CrystalStructureSource:
         self.energy_weights = self._energy_weights(energy_weight)
         self.guidance_start, self.steps = guidance_start, steps
         conditions = self.flow.conditions
-        # the measured speed-ups belong to the geodesic coordinate path (the shipped
-        # generator); a wrapped-normal flow has none (sample_flow rejects them)
+        # the measured speed-ups and step powers belong to the geodesic coordinate path
+        # (the shipped generator); a wrapped-normal flow has no speed-up (sample_flow
+        # rejects one) and uniform steps (its corrector works at every noise level)
         geodesic = self.flow.coord_path == "geodesic"
         self.coord_speedups = _per_condition("coord_speedup", coord_speedup, conditions,
                                              DEFAULT_COORD_SPEEDUPS if geodesic else {}, 0.0)
-        self.time_powers = _per_condition("time_power", time_power, conditions, DEFAULT_TIME_POWERS, 1.0)
+        self.time_powers = _per_condition("time_power", time_power, conditions,
+                                          DEFAULT_TIME_POWERS if geodesic else {}, 1.0)
         self.directed_coord_speedups = _per_condition("coord_speedup", coord_speedup, conditions,
                                                       DEFAULT_DIRECTED_COORD_SPEEDUPS if geodesic else {}, 0.0)
         self.directed_time_powers = _per_condition("time_power", time_power, conditions,
-                                                   DEFAULT_DIRECTED_TIME_POWERS, 1.0)
+                                                   DEFAULT_DIRECTED_TIME_POWERS if geodesic else {}, 1.0)
         bad = {c: p for c, p in self.time_powers.items() if p <= 0}
         if bad:
             raise ValueError(f"time_power must be positive, got {bad}")

@@ -384,3 +384,20 @@ def test_charge_weight(model_dir, tiny_energy_model):
         "RepulsionTerm", "EnergyTerm"]
     with pytest.raises(ValueError, match="charge_weight must be >= 0"):
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, charge_weight=-1)
+
+
+def test_wrapped_normal_generator_uses_its_own_sampler_defaults(flow, tiny_energy_model):
+    """The measured speed-ups and step powers belong to the geodesic path; a wrapped-normal
+    generator samples with uniform steps and no speed-up, guided or not."""
+    from crystalgnn_plugins.generation import CrystalFlow, CrystalStructureSource
+
+    wn = CrystalFlow.from_config({**flow.get_config(), "coord_path": "wrapped_normal"})
+    wn.load_compatible_state(flow)
+    src = CrystalStructureSource(wn, energy_model=tiny_energy_model, steps=6)
+    assert set(src.coord_speedups.values()) == {0.0} and set(src.time_powers.values()) == {1.0}
+    out = src.get_structures(3, condition="carbon", seed=0)
+    assert len(out) == 3 and all(s.properties["generation"]["condition"] == "carbon" for s in out)
+    assert [s.frac_coords.tolist() for s in out] == [
+        s.frac_coords.tolist() for s in src.get_structures(3, condition="carbon", seed=0)]
+    with pytest.raises(ValueError, match="coord_speedup applies to the geodesic"):
+        CrystalStructureSource(wn, physics=False, steps=4, coord_speedup=2.0).get_structures(1, seed=0)
