@@ -54,10 +54,10 @@ from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 
 
 def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_lattice: bool, seed: int,
-                time_power: float = 1.0) -> list:
+                time_power: float = 1.0, langevin_step: float = 3e-5) -> list:
     """The crystals put on their paths at ``t0`` and integrated to 1 by the flow (no guidance).
     A wrapped-normal flow is sampled from ``t0 = 0`` only (its own sampler, the crystals'
-    species and atom counts, ``time_power``)."""
+    species and atom counts, ``time_power`` and ``langevin_step``)."""
     from pymatgen.core import Lattice, Structure
 
     batch = flow.batch_from_structures(structures, dataset)  # Niggli cells, as in training
@@ -67,7 +67,8 @@ def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_latt
     if flow.coord_path != "geodesic":
         if t0 != 0 or true_lattice:
             raise ValueError(f"a {flow.coord_path} flow is probed from t0 = 0 only and without --true-lattice")
-        out = sample_flow(flow, num_atoms, condition, species=species, steps=steps, time_power=time_power, generator=gen)
+        out = sample_flow(flow, num_atoms, condition, species=species, steps=steps, time_power=time_power,
+                          langevin_step=langevin_step, generator=gen)
         cells, frac = out.lattice.numpy(), out.frac.numpy()
         symbols = [flow.elements[i] for i in species.tolist()]
         starts = np.cumsum([0] + num_atoms.tolist())
@@ -183,6 +184,8 @@ def main() -> None:
     ap.add_argument("--true-lattice", action="store_true", help="keep each crystal's own lattice")
     ap.add_argument("--time-power", type=float, default=1.0,
                     help="step times of a wrapped-normal flow's sampler (geodesic flows: always 2)")
+    ap.add_argument("--langevin-step", type=float, default=3e-5,
+                    help="corrector step of a wrapped-normal flow's sampler (0: predictor only)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--path-lengths", action="store_true",
@@ -215,7 +218,7 @@ def main() -> None:
         if not 0 <= t0 < 1:
             ap.error(f"start times must be in [0, 1), got {t0}")
         finished = finish_from(flow, crystals, args.dataset, t0, args.steps, args.true_lattice, args.seed,
-                               args.time_power)
+                               args.time_power, args.langevin_step)
         fps = gm.fingerprints(finished)[0]
         ok = np.isfinite(fps).all(1)
         own = np.full(len(fps), np.inf)
