@@ -320,7 +320,9 @@ class CrystalFlow(nn.Module):
         under any order of its atoms), which makes the paths straighter and the
         velocity targets less averaged over equivalent atoms; ``ot_translation`` also
         shifts each data crystal rigidly (the same crystal) to the translation that
-        shortens the paths most (implies ``ot_coupling``).
+        shortens the paths most (implies ``ot_coupling``). With ``coord_path =
+        "wrapped_normal"`` the coordinate term regresses the noise ``ε`` of
+        ``f_t = f_1 + σ(t) ε`` instead of a velocity (no pairing: there are no prior atoms).
         """
         device, dtype = batch.frac.device, batch.frac.dtype
         b = len(batch.num_atoms)
