@@ -229,11 +229,14 @@ def main() -> None:
             "own": float(np.mean(own <= 0.2)), "any": float(np.mean(nearest <= 0.2)),
             "median_distance": float(np.median(own)),
             "median_bond_A": _median_bond(finished), "median_bond_own_A": _median_bond(crystals),
+            "median_density": float(np.median([x.density for x in finished])),
+            "median_density_own": float(np.median([x.density for x in crystals])),
             "valid": float(np.mean([gm.structural_validity(s) for s in finished])),
         }
         print(f"t0 = {t0:g}: own {row['own']:.2f}  any {row['any']:.2f}  median distance "
               f"{row['median_distance']:.3f}  valid {row['valid']:.2f}  nearest neighbour {row['median_bond_A']:.2f} Å "
-              f"(own {row['median_bond_own_A']:.2f} Å)", flush=True)
+              f"(own {row['median_bond_own_A']:.2f} Å)  density {row['median_density']:.2f} g/cm³ "
+              f"(own {row['median_density_own']:.2f})", flush=True)
     if args.out:
         atomic_write_json(args.out, {"args": vars(args), "results": results})
 
