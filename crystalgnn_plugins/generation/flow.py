@@ -335,7 +335,7 @@ class CrystalFlow(nn.Module):
         if wrapped_normal and (ot_coupling or ot_translation):
             raise ValueError("ot_coupling / ot_translation pair prior and data atoms of the geodesic path; "
                              "the wrapped-normal path has no prior atoms to pair")
-        f0 = torch.rand_like(f1)
+        f0 = None if wrapped_normal else torch.rand_like(f1)
         if ot_translation:
             order, shift = ot_alignment(f0, f1, batch.lattice, batch.num_atoms)
             f1, species1 = torch.remainder(f1[order] + shift[atom_batch], 1.0), species1[order]
