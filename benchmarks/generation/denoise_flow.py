@@ -53,13 +53,21 @@ from crystalgnn_plugins.generation.source import resolve_generator  # noqa: E402
 from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 
 
+def _structures(flow, species, frac, lattice, num_atoms) -> list:
+    """Raw crystals (atoms stored crystal by crystal) as pymatgen ``Structure``s."""
+    from pymatgen.core import Lattice, Structure
+
+    cells, frac, starts = lattice.numpy(), frac.numpy(), np.cumsum([0] + num_atoms.tolist())
+    symbols = [flow.elements[i] for i in species.tolist()]
+    return [Structure(Lattice(cells[k]), symbols[starts[k] : starts[k + 1]], frac[starts[k] : starts[k + 1]])
+            for k in range(len(num_atoms))]
+
+
 def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_lattice: bool, seed: int,
                 time_power: float = 1.0, langevin_step: float = 3e-5) -> list:
     """The crystals put on their paths at ``t0`` and integrated to 1 by the flow (no guidance).
     A wrapped-normal flow is sampled from ``t0 = 0`` only (its own sampler, the crystals'
     species and atom counts, ``time_power`` and ``langevin_step``)."""
-    from pymatgen.core import Lattice, Structure
-
     batch = flow.batch_from_structures(structures, dataset)  # Niggli cells, as in training
     gen = torch.Generator().manual_seed(seed)
     num_atoms, condition, species = batch.num_atoms, batch.condition, batch.species
@@ -69,11 +77,7 @@ def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_latt
             raise ValueError(f"a {flow.coord_path} flow is probed from t0 = 0 only and without --true-lattice")
         out = sample_flow(flow, num_atoms, condition, species=species, steps=steps, time_power=time_power,
                           langevin_step=langevin_step, generator=gen)
-        cells, frac = out.lattice.numpy(), out.frac.numpy()
-        symbols = [flow.elements[i] for i in species.tolist()]
-        starts = np.cumsum([0] + num_atoms.tolist())
-        return [Structure(Lattice(cells[k]), symbols[starts[k]:starts[k + 1]], frac[starts[k]:starts[k + 1]])
-                for k in range(b)]
+        return _structures(flow, species, out.frac, out.lattice, num_atoms)
     atom_batch = batch.batch
     f1, lattice1 = batch.frac, batch.lattice
     f0 = torch.rand(f1.shape, generator=gen)
@@ -95,13 +99,7 @@ def finish_from(flow, structures, dataset: str, t0: float, steps: int, true_latt
             frac = torch.remainder(frac + dt * v, 1.0)
             if not true_lattice:
                 log_l = log_l + dt * out["lattice_action"] * std.view(-1, 1, 1)
-    cells, frac = log_to_lattice(log_l).numpy(), frac.numpy()
-    out_structures, start = [], 0
-    for k, n in enumerate(num_atoms.tolist()):
-        symbols = [flow.elements[i] for i in species[start : start + n].tolist()]
-        out_structures.append(Structure(Lattice(cells[k]), symbols, frac[start : start + n]))
-        start += n
-    return out_structures
+    return _structures(flow, species, frac, log_to_lattice(log_l), num_atoms)
 
 
 def path_lengths(flow, structures, dataset: str, seed: int) -> dict[str, float]:

@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_split  # noqa: E402
 
-from crystalgnn_plugins.generation import CrystalFlow, train_generator  # noqa: E402
+from crystalgnn_plugins.generation import train_generator  # noqa: E402
 from crystalgnn_plugins.generation.source import resolve_generator  # noqa: E402
 
 
@@ -54,15 +54,12 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     crystals = load_split(args.csv, args.dataset)["train"][: args.num]
     flow = resolve_generator(args.model)
-    if args.coord_path and args.coord_path != flow.coord_path:
-        base = flow
-        flow = CrystalFlow.from_config({**base.get_config(), "coord_path": args.coord_path})
-        flow.load_compatible_state(base)
-    coord_weight = args.coord_weight or (1.0 if flow.coord_path == "wrapped_normal" else 10.0)
+    if args.coord_path:
+        flow = flow.with_coord_path(args.coord_path)
     _, report = train_generator(
         crystals * args.repeat, [args.dataset] * (len(crystals) * args.repeat), crystals,
         [args.dataset] * len(crystals), flow=flow,
-        loss_kwargs={"repulsion_weight": 0.1, "coord_weight": coord_weight, **({"ot_translation": True} if args.ot_translation else {})},
+        loss_kwargs={"repulsion_weight": 0.1, "coord_weight": args.coord_weight, **({"ot_translation": True} if args.ot_translation else {})},
         epochs=args.epochs, batch_size=64, lr=args.lr, seed=0, out_dir=args.out,
     )
     print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2, default=str))

@@ -86,12 +86,8 @@ def main() -> None:
         from crystalgnn_plugins.models.pretrained import model_path
 
         flow = load_model(model_path(args.init_from))
-        if args.coord_path and args.coord_path != flow.coord_path:
-            from crystalgnn_plugins.generation.flow import CrystalFlow
-
-            base = flow
-            flow = CrystalFlow.from_config({**base.get_config(), "coord_path": args.coord_path})
-            flow.load_compatible_state(base)
+        if args.coord_path:
+            flow = flow.with_coord_path(args.coord_path)
         if args.image_rbf and not flow.image_rbf:
             from crystalgnn_plugins.generation.flow import CrystalFlow
 
@@ -102,14 +98,12 @@ def main() -> None:
         print(f"initialised from {args.init_from} ({flow.num_parameters} parameters)", flush=True)
         flow.condition_pressures = {**CONDITION_PRESSURES_GPA, **flow.condition_pressures}
     coord_path = flow.coord_path if flow is not None else (args.coord_path or "geodesic")
-    coord_weight = args.coord_weight if args.coord_weight is not None else (
-        1.0 if coord_path == "wrapped_normal" else 10.0)
     flow, report = train_generator(
         train, train_c, val, val_c, flow=flow,
         flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim,
                      "image_rbf": args.image_rbf, "image_cutoff": args.image_cutoff,
                      "coord_path": coord_path, "condition_pressures": CONDITION_PRESSURES_GPA},
-        loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": coord_weight,
+        loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight,
                      "lattice_weight": args.lattice_weight,
                      **({"ot_coupling": True} if args.ot_coupling else {}),
                      **({"ot_translation": True} if args.ot_translation else {})},

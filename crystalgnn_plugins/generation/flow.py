@@ -189,6 +189,16 @@ class CrystalFlow(nn.Module):
         config = dict(config)
         return cls(config.pop("elements"), config.pop("conditions"), **config)
 
+    def with_coord_path(self, coord_path: str) -> CrystalFlow:
+        """This flow with another coordinate path and the same weights (``self`` if it
+        already has it): the network is the same, only what it is trained to predict
+        and how it is sampled change, so a trained flow is a starting point for the other."""
+        if coord_path == self.coord_path:
+            return self
+        flow = CrystalFlow.from_config({**self.get_config(), "coord_path": coord_path})
+        flow.load_compatible_state(self)
+        return flow.to(self.lattice_mean)
+
     def load_compatible_state(self, other: CrystalFlow) -> None:
         """Start from the weights of ``other``, a flow of the same size whose networks may
         lack the image-summed features: the extra input columns and output rows start at
@@ -302,7 +312,7 @@ class CrystalFlow(nn.Module):
         csp_fraction: float = 0.5,
         latent_dropout: float = 0.5,
         kl_weight: float = 1e-3,
-        coord_weight: float = 10.0,
+        coord_weight: float | None = None,
         lattice_weight: float = 1.0,
         species_weight: float = 1.0,
         repulsion_weight: float = 0.0,
@@ -320,7 +330,8 @@ class CrystalFlow(nn.Module):
         under any order of its atoms), which makes the paths straighter and the
         velocity targets less averaged over equivalent atoms; ``ot_translation`` also
         shifts each data crystal rigidly (the same crystal) to the translation that
-        shortens the paths most (implies ``ot_coupling``). With ``coord_path =
+        shortens the paths most (implies ``ot_coupling``). ``coord_weight`` defaults
+        to 10 for the geodesic path and 1 for the wrapped-normal one. With ``coord_path =
         "wrapped_normal"`` the coordinate term regresses the noise ``ε`` of
         ``f_t = f_1 + σ(t) ε`` instead of a velocity (no pairing: there are no prior atoms).
         """
@@ -335,6 +346,8 @@ class CrystalFlow(nn.Module):
         if wrapped_normal and (ot_coupling or ot_translation):
             raise ValueError("ot_coupling / ot_translation pair prior and data atoms of the geodesic path; "
                              "the wrapped-normal path has no prior atoms to pair")
+        if coord_weight is None:
+            coord_weight = 1.0 if wrapped_normal else 10.0
         f0 = None if wrapped_normal else torch.rand_like(f1)
         if ot_translation:
             order, shift = ot_alignment(f0, f1, batch.lattice, batch.num_atoms)

@@ -330,9 +330,10 @@ def test_resolve_generator_errors(tmp_path, energy_model_dir, flow):
 
 def wrapped_normal_copy(flow):
     """``flow`` with wrapped-normal coordinates and the same weights."""
-    wn = CrystalFlow.from_config({**flow.get_config(), "coord_path": "wrapped_normal"})
-    wn.load_compatible_state(flow)
-    return wn.to(next(flow.parameters()).dtype)
+    wn = flow.with_coord_path("wrapped_normal")
+    assert wn is not flow and wn.with_coord_path("wrapped_normal") is wn
+    assert next(wn.parameters()).dtype == next(flow.parameters()).dtype
+    return wn
 
 
 def test_wrapped_normal_path(tiny_flow, dataset):
@@ -348,6 +349,9 @@ def test_wrapped_normal_path(tiny_flow, dataset):
     assert all(v.dim() == 0 and torch.isfinite(v) for v in terms.values())
     # the target is unit noise: an untrained network's coordinate loss is of order 3 per atom
     assert 0.5 < terms["coords"] < 20
+    # coordinate weight 1 by default on this path (10 on the geodesic one)
+    total = terms["coords"] + terms["lattice"] + terms["species"] + 1e-3 * terms["kl"] + terms["repulsion"]
+    torch.testing.assert_close(terms["loss"], total)
     terms["loss"].backward()
     assert all(torch.isfinite(p.grad).all() for p in wn.parameters() if p.grad is not None)
     assert wn.net.edge_head[-1].weight.grad.abs().sum() > 0

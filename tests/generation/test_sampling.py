@@ -213,11 +213,7 @@ def test_lattice_guidance_can_be_switched_off(flow):
 
 
 def test_wrapped_normal_predictor_corrector(flow):
-    from crystalgnn_plugins.generation import CrystalFlow
-
-    wn = CrystalFlow.from_config({**flow.get_config(), "coord_path": "wrapped_normal"})
-    wn.load_compatible_state(flow)
-    wn.eval()
+    wn = flow.with_coord_path("wrapped_normal").eval()
     a, b, c = draw(wn, 5), draw(wn, 5), draw(wn, 6)
     assert_valid_raw(a, (5, 5, 4, 2))
     assert torch.equal(a.frac, b.frac) and torch.equal(a.lattice, b.lattice)

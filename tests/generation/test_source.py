@@ -389,10 +389,9 @@ def test_charge_weight(model_dir, tiny_energy_model):
 def test_wrapped_normal_generator_uses_its_own_sampler_defaults(flow, tiny_energy_model):
     """The measured speed-ups and step powers belong to the geodesic path; a wrapped-normal
     generator samples with uniform steps and no speed-up, guided or not."""
-    from crystalgnn_plugins.generation import CrystalFlow, CrystalStructureSource
+    from crystalgnn_plugins.generation import CrystalStructureSource
 
-    wn = CrystalFlow.from_config({**flow.get_config(), "coord_path": "wrapped_normal"})
-    wn.load_compatible_state(flow)
+    wn = flow.with_coord_path("wrapped_normal")
     src = CrystalStructureSource(wn, energy_model=tiny_energy_model, steps=6)
     assert set(src.coord_speedups.values()) == {0.0} and set(src.time_powers.values()) == {1.0}
     out = src.get_structures(3, condition="carbon", seed=0)
