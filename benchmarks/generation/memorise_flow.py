@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_split  # noqa: E402
 
 from crystalgnn_plugins.generation import train_generator  # noqa: E402
+from crystalgnn_plugins.generation.flow import CrystalFlow  # noqa: E402
 from crystalgnn_plugins.generation.source import resolve_generator  # noqa: E402
 
 
@@ -46,6 +47,9 @@ def main() -> None:
                     help="switch the coordinate path of the starting generator (weights kept)")
     ap.add_argument("--coord-weight", type=float, default=None,
                     help="weight of the coordinate loss (default: 10 geodesic, 1 wrapped-normal)")
+    ap.add_argument("--fresh", default=None, metavar="HIDDEN,LAYERS",
+                    help="start from an untrained network of this width and depth (the starting "
+                         "generator's other settings) instead of its weights: a capacity probe")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -56,6 +60,12 @@ def main() -> None:
     flow = resolve_generator(args.model)
     if args.coord_path:
         flow = flow.with_coord_path(args.coord_path)
+    if args.fresh:
+        try:
+            hidden, layers = (int(x) for x in args.fresh.split(","))
+        except ValueError:
+            ap.error(f"--fresh takes HIDDEN,LAYERS (two integers), got {args.fresh!r}")
+        flow = CrystalFlow.from_config({**flow.get_config(), "hidden": hidden, "num_layers": layers})
     _, report = train_generator(
         crystals * args.repeat, [args.dataset] * (len(crystals) * args.repeat), crystals,
         [args.dataset] * len(crystals), flow=flow,

@@ -26,6 +26,7 @@ without one. Each crystal also carries a dataset condition (e.g. ``perov_5``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -333,7 +334,10 @@ class CrystalFlow(nn.Module):
         shortens the paths most (implies ``ot_coupling``). ``coord_weight`` defaults
         to 10 for the geodesic path and 1 for the wrapped-normal one. With ``coord_path =
         "wrapped_normal"`` the coordinate term regresses the noise ``ε`` of
-        ``f_t = f_1 + σ(t) ε`` instead of a velocity (no pairing: there are no prior atoms).
+        ``f_t = f_1 + σ(t) ε`` instead of a velocity (no pairing: there are no prior atoms),
+        averaged over the periodic images that could have produced ``f_t``
+        (:func:`wrapped_noise_mean`): the same optimum ``E[ε | f_t]``, without the
+        unlearnable noise of the image choice that dominates the loss at large ``σ``.
         """
         device, dtype = batch.frac.device, batch.frac.dtype
         b = len(batch.num_atoms)
@@ -357,8 +361,8 @@ class CrystalFlow(nn.Module):
             f1, species1 = f1[order], species1[order]
         if wrapped_normal:
             sigma = self.coord_sigma(tn)
-            u_f = torch.randn_like(f1)  # the target is the noise itself
-            f_t = torch.remainder(f1 + sigma * u_f, 1.0)
+            f_t = torch.remainder(f1 + sigma * torch.randn_like(f1), 1.0)
+            u_f = wrapped_noise_mean(f_t - f1, sigma)
         else:
             u_f = wrap(f1 - f0)
             f_t = torch.remainder(f0 + tn * u_f, 1.0)
@@ -410,6 +414,23 @@ class CrystalFlow(nn.Module):
         from ase.data import atomic_numbers, covalent_radii
 
         return torch.tensor([covalent_radii[atomic_numbers[e]] for e in self.elements], dtype=dtype, device=device)
+
+
+def wrapped_noise_mean(delta: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """``E[ε | f_t, f_1]`` for ``f_t = f_1 + σ ε (mod 1)``, ``ε ~ N(0, 1)`` per component.
+
+    ``delta = f_t - f_1`` (any periodic image); each component is the average of
+    ``(delta + k) / σ`` over the integers ``k`` (all within ``6 σ`` of the wrapped
+    difference), weighted by the Gaussian density of that unwrapped noise. It equals
+    ``-σ ∇ log p(f_t | f_1)`` of the wrapped normal (DiffCSP's score target): ``ε`` itself
+    when ``σ`` is small, shrinking to 0 as the wrapped normal becomes uniform.
+    """
+    sig = torch.as_tensor(sigma, dtype=delta.dtype, device=delta.device)
+    images = int(math.ceil(6 * float(sig.max()))) + 1
+    k = torch.arange(-images, images + 1, device=delta.device, dtype=delta.dtype)
+    u = wrap(delta).unsqueeze(-1) + k  # (..., 2K+1) unwrapped candidates
+    w = torch.softmax(-0.5 * (u / sig.unsqueeze(-1)) ** 2, dim=-1)
+    return (w * u).sum(-1) / sig
 
 
 def ot_assignment(f0: torch.Tensor, f1: torch.Tensor, lattice: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
