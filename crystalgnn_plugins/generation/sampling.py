@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,6 +50,8 @@ def sample_flow(
     projection_steps: int = 0,
     langevin_step: float = 3e-5,
     generator: torch.Generator | None = None,
+    lattice_path: Callable[[float], torch.Tensor] | None = None,
+    frac_path: Callable[[float], torch.Tensor] | None = None,
 ) -> SampledCrystals:
     """Euler integration of the flow for a batch of crystals.
 
@@ -83,6 +85,10 @@ def sample_flow(
         langevin_step: corrector step of wrapped-normal coordinates (0: predictor only).
         generator: random generator for the prior and the sampler's noise (reproducible
             sampling).
+        lattice_path, frac_path: diagnostics: functions of the time giving the log-lattice
+            ``S`` (B, 3, 3) or the fractional coordinates (N, 3) instead of integrating
+            them (e.g. a crystal's own training path), so that the errors of the
+            lattice and of the coordinates can be told apart.
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
@@ -125,12 +131,16 @@ def sample_flow(
     def centred(x: torch.Tensor) -> torch.Tensor:
         return x - _scatter_mean(x, atom_batch, b)[atom_batch]
 
+    if lattice_path is not None:
+        log_l = lattice_path(times[0]).to(device, dtype)
     logits = None
     for step in range(steps):
         t, dt = times[step], times[step + 1] - times[step]
+        if frac_path is not None:
+            frac = frac_path(t).to(device, dtype)
         tt = torch.full((b,), t, device=device, dtype=dtype)
         sigma = flow.coord_sigma(torch.tensor(t, dtype=torch.float64)).item() if wrapped_normal else 0.0
-        if wrapped_normal and langevin_step > 0 and step > 0:
+        if wrapped_normal and langevin_step > 0 and step > 0 and frac_path is None:
             with torch.no_grad():
                 eps = centred(flow.velocity(a, frac, log_l, num_atoms, tt, condition, z)["frac_velocity"])
             size = langevin_step * (sigma / flow.sigma_min) ** 2
@@ -178,9 +188,11 @@ def sample_flow(
             frac = torch.remainder(frac, 1.0)
         else:
             frac = torch.remainder(frac + dt * (1 + coord_speedup * t) * v_f, 1.0)
-        log_l = log_l + dt * v_l
+        log_l = log_l + dt * v_l if lattice_path is None else lattice_path(times[step + 1]).to(device, dtype)
         if not fixed:
             a = a + dt * (F.softmax(logits, -1) - a) / (1 - t)
+    if frac_path is not None:
+        frac = frac_path(times[-1]).to(device, dtype)
     if fixed:
         final_species = species.to(device)
     else:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from crystalgnn_plugins.generation import RepulsionTerm, SampledCrystals, sample_flow
+from crystalgnn_plugins.generation.lattice import lattice_to_log
 
 STEPS = 6
 
@@ -229,3 +230,30 @@ def test_wrapped_normal_predictor_corrector(flow):
         draw(wn, 5, coord_speedup=3.0)
     with pytest.raises(ValueError, match="langevin_step must be >= 0"):
         draw(wn, 5, langevin_step=-1.0)
+
+
+@pytest.mark.parametrize("coord_path", ["geodesic", "wrapped_normal"])
+def test_given_lattice_or_coordinate_paths_replace_the_integration(flow, coord_path):
+    """``lattice_path`` / ``frac_path`` (diagnostics) give that part of the crystal at
+    every step: the samples end on them, and the other part is still integrated."""
+    f = flow.with_coord_path(coord_path).eval()
+    counts = (5, 4)
+    conds = [f.condition_index("perov"), f.condition_index("carbon")]
+    free = draw(f, 3, counts=counts, conds=conds)
+    torch.manual_seed(0)
+    lattice = torch.diag_embed(torch.tensor([[4.0, 4.1, 3.9], [2.5, 2.6, 6.0]]))
+    start = lattice_to_log(lattice) + 0.3
+    frac0, frac1 = torch.rand(9, 3), torch.rand(9, 3)
+    seen = []
+
+    def lattice_path(t):
+        seen.append(t)
+        return (1 - t) * start + t * lattice_to_log(lattice)
+
+    given_l = draw(f, 3, counts=counts, conds=conds, lattice_path=lattice_path)
+    torch.testing.assert_close(given_l.lattice, lattice, atol=1e-4, rtol=1e-4)
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and len(seen) == STEPS + 1
+    assert not torch.equal(given_l.frac, free.frac)  # the atoms saw another lattice
+    given_f = draw(f, 3, counts=counts, conds=conds, frac_path=lambda t: (1 - t) * frac0 + t * frac1)
+    torch.testing.assert_close(given_f.frac, frac1)
+    assert not torch.equal(given_f.lattice, free.lattice)
