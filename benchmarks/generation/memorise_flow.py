@@ -50,6 +50,9 @@ def main() -> None:
     ap.add_argument("--fresh", default=None, metavar="HIDDEN,LAYERS",
                     help="start from an untrained network of this width and depth (the starting "
                          "generator's other settings) instead of its weights: a capacity probe")
+    ap.add_argument("--edge-vectors", action="store_true",
+                    help="add the per-edge free displacements (CrystalFlow(edge_vectors=True)); their "
+                         "weights start at zero, the others are kept")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -66,6 +69,8 @@ def main() -> None:
         except ValueError:
             ap.error(f"--fresh takes HIDDEN,LAYERS (two integers), got {args.fresh!r}")
         flow = CrystalFlow.from_config({**flow.get_config(), "hidden": hidden, "num_layers": layers})
+    if args.edge_vectors:
+        flow = flow.extended(edge_vectors=True)
     _, report = train_generator(
         crystals * args.repeat, [args.dataset] * (len(crystals) * args.repeat), crystals,
         [args.dataset] * len(crystals), flow=flow,

@@ -58,6 +58,9 @@ def main() -> None:
                     help="image-summed pair features of the network (radial functions; 0: off). With --init-from, "
                          "the loaded weights are extended (new weights start at zero)")
     ap.add_argument("--image-cutoff", type=float, default=3.0, help="reach of the image-summed features, Å")
+    ap.add_argument("--edge-vectors", action="store_true",
+                    help="free per-edge displacements beside the directions (CrystalFlow(edge_vectors=True)); "
+                         "with --init-from they start at zero")
     ap.add_argument("--ot-coupling", action="store_true",
                     help="pair prior and data atoms of each crystal by least periodic distance (loss option)")
     ap.add_argument("--ot-translation", action="store_true",
@@ -89,12 +92,9 @@ def main() -> None:
         if args.coord_path:
             flow = flow.with_coord_path(args.coord_path)
         if args.image_rbf and not flow.image_rbf:
-            from crystalgnn_plugins.generation.flow import CrystalFlow
-
-            base = flow
-            flow = CrystalFlow.from_config({**base.get_config(), "image_rbf": args.image_rbf,
-                                            "image_cutoff": args.image_cutoff})
-            flow.load_compatible_state(base)
+            flow = flow.extended(image_rbf=args.image_rbf, image_cutoff=args.image_cutoff)
+        if args.edge_vectors:
+            flow = flow.extended(edge_vectors=True)
         print(f"initialised from {args.init_from} ({flow.num_parameters} parameters)", flush=True)
         flow.condition_pressures = {**CONDITION_PRESSURES_GPA, **flow.condition_pressures}
     coord_path = flow.coord_path if flow is not None else (args.coord_path or "geodesic")
@@ -102,7 +102,7 @@ def main() -> None:
         train, train_c, val, val_c, flow=flow,
         flow_kwargs={"hidden": args.hidden, "num_layers": args.layers, "latent_dim": args.latent_dim,
                      "image_rbf": args.image_rbf, "image_cutoff": args.image_cutoff,
-                     "coord_path": coord_path, "condition_pressures": CONDITION_PRESSURES_GPA},
+                     "edge_vectors": args.edge_vectors, "coord_path": coord_path, "condition_pressures": CONDITION_PRESSURES_GPA},
         loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight,
                      "lattice_weight": args.lattice_weight,
                      **({"ot_coupling": True} if args.ot_coupling else {}),

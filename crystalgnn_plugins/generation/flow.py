@@ -103,6 +103,8 @@ class CrystalFlow(nn.Module):
         cond_features: width of the dataset embedding.
         image_rbf, image_cutoff: image-summed pair features of the networks (0: off;
             see :class:`PeriodicActionNetwork`).
+        edge_vectors: per-edge free fractional displacements beside the directions
+            (see :class:`PeriodicActionNetwork`).
         coord_path: ``"geodesic"`` or ``"wrapped_normal"`` (module docstring).
         sigma_min, sigma_max: noise range of the wrapped-normal path (fractional).
         condition_pressures: pressure (GPa) at which each condition's training crystals
@@ -128,6 +130,7 @@ class CrystalFlow(nn.Module):
         disp_freqs: int = 3,
         image_rbf: int = 0,
         image_cutoff: float = 3.0,
+        edge_vectors: bool = False,
         coord_path: str = "geodesic",
         sigma_min: float = 0.005,
         sigma_max: float = 0.5,
@@ -150,10 +153,12 @@ class CrystalFlow(nn.Module):
         self.hidden, self.num_layers, self.num_freqs = hidden, num_layers, num_freqs
         self.latent_dim, self.encoder_layers, self.cond_features = latent_dim, encoder_layers, cond_features
         self.disp_freqs, self.image_rbf, self.image_cutoff = disp_freqs, image_rbf, image_cutoff
+        self.edge_vectors = bool(edge_vectors)
         k = len(self.elements)
         images = {"image_rbf": image_rbf, "image_cutoff": image_cutoff}
         self.cond_embed = nn.Embedding(len(self.conditions), cond_features)
-        self.net = PeriodicActionNetwork(k, hidden, num_layers, num_freqs, cond_features + latent_dim + 1, disp_freqs, **images)
+        self.net = PeriodicActionNetwork(k, hidden, num_layers, num_freqs, cond_features + latent_dim + 1, disp_freqs,
+                                         edge_vectors=self.edge_vectors, **images)
         self.encoder = PeriodicActionNetwork(k, hidden, encoder_layers, num_freqs, cond_features, heads=False, **images)
         self.to_latent = nn.Linear(hidden, 2 * latent_dim)
         c = len(self.conditions)
@@ -171,6 +176,7 @@ class CrystalFlow(nn.Module):
             "num_layers": self.num_layers, "num_freqs": self.num_freqs, "latent_dim": self.latent_dim,
             "encoder_layers": self.encoder_layers, "cond_features": self.cond_features,
             "disp_freqs": self.disp_freqs, "image_rbf": self.image_rbf, "image_cutoff": self.image_cutoff,
+            "edge_vectors": self.edge_vectors,
             "coord_path": self.coord_path, "sigma_min": self.sigma_min, "sigma_max": self.sigma_max,
             "condition_pressures": dict(self.condition_pressures),
         }
@@ -194,16 +200,25 @@ class CrystalFlow(nn.Module):
         """This flow with another coordinate path and the same weights (``self`` if it
         already has it): the network is the same, only what it is trained to predict
         and how it is sampled change, so a trained flow is a starting point for the other."""
-        if coord_path == self.coord_path:
+        return self.extended(coord_path=coord_path)
+
+    def extended(self, **changes: Any) -> CrystalFlow:
+        """This flow with configuration ``changes`` and its weights (``self`` if nothing
+        changes): another coordinate path, or networks with image-summed features or
+        edge vectors added, whose new weights start at zero
+        (:meth:`load_compatible_state`), so the result computes what this flow computes."""
+        config = self.get_config()
+        if all(config.get(k) == v for k, v in changes.items()):
             return self
-        flow = CrystalFlow.from_config({**self.get_config(), "coord_path": coord_path})
+        flow = CrystalFlow.from_config({**config, **changes})
         flow.load_compatible_state(self)
         return flow.to(self.lattice_mean)
 
     def load_compatible_state(self, other: CrystalFlow) -> None:
         """Start from the weights of ``other``, a flow of the same size whose networks may
-        lack the image-summed features: the extra input columns and output rows start at
-        zero, so this flow computes exactly what ``other`` computes until trained."""
+        lack the image-summed features or the edge vectors: the extra input columns and
+        output rows start at zero, so this flow computes exactly what ``other`` computes
+        until trained."""
         own = self.state_dict()
         for name, value in other.state_dict().items():
             if name not in own:

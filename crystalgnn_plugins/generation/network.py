@@ -138,6 +138,10 @@ class PeriodicActionNetwork(nn.Module):
         image_rbf: radial functions of the image-summed pair features and
             displacement directions (0: off, one image per pair).
         image_cutoff: reach of the image-summed features, Å.
+        edge_vectors: each edge also proposes a free displacement (3 fractional
+            components computed from its invariant message), averaged like the others:
+            the directions alone must build a small displacement out of long
+            interatomic vectors, which a denoiser at small noise needs to do precisely.
     """
 
     def __init__(
@@ -151,11 +155,12 @@ class PeriodicActionNetwork(nn.Module):
         heads: bool = True,
         image_rbf: int = 0,
         image_cutoff: float = 3.0,
+        edge_vectors: bool = False,
     ):
         super().__init__()
         self.num_species, self.hidden, self.num_freqs, self.cond_dim = num_species, hidden, num_freqs, cond_dim
         self.disp_freqs, self.heads = disp_freqs, heads
-        self.image_rbf, self.image_cutoff = image_rbf, image_cutoff
+        self.image_rbf, self.image_cutoff, self.edge_vectors = image_rbf, image_cutoff, edge_vectors
         if image_rbf:
             self.image_basis = _GaussianBasis(0.6, image_cutoff, image_rbf)  # Å
         self.register_buffer(
@@ -172,7 +177,9 @@ class PeriodicActionNetwork(nn.Module):
         if heads:  # an encoder (heads=False) only needs the features
             # per edge: weights of the displacement directions and of the lattice action
             # (image_rbf more: weights of the directions towards nearby images)
-            self.edge_head = _mlp(hidden, hidden, disp_freqs + 1 + image_rbf)
+            # (3 more with edge_vectors: a free fractional displacement, last so that a flow
+            # without them loads with zero weights there)
+            self.edge_head = _mlp(hidden, hidden, disp_freqs + 1 + image_rbf + 3 * edge_vectors)
             self.cell_lattice_head = _mlp(2 * hidden, hidden, 6)
             self.species_head = _mlp(hidden, hidden, num_species)
             self.register_buffer(
@@ -268,7 +275,10 @@ class PeriodicActionNetwork(nn.Module):
             directions = torch.sin(d.unsqueeze(-1) * k) / k  # (E, 3, K), smooth and periodic
             per_edge = (directions * w.unsqueeze(1)).sum(-1)
             if image_dirs is not None:
-                per_edge = per_edge + torch.einsum("er,era->ea", out[:, self.disp_freqs + 1 :], image_dirs)
+                images = out[:, self.disp_freqs + 1 : self.disp_freqs + 1 + self.image_rbf]
+                per_edge = per_edge + torch.einsum("er,era->ea", images, image_dirs)
+            if self.edge_vectors:
+                per_edge = per_edge + out[:, -3:]
             frac_velocity = _scatter_mean(per_edge, i, n_nodes)
             unit = r / dist.clamp_min(1e-6).unsqueeze(-1)
             outer = unit.unsqueeze(-1) * unit.unsqueeze(-2) * u.view(-1, 1, 1)

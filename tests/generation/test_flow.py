@@ -64,12 +64,15 @@ def test_config_round_trip(tiny_flow):
     assert clone.num_parameters == tiny_flow.num_parameters
 
 
-def test_warm_start_with_image_features(tiny_flow, dataset):
-    """A flow with image-summed features started from one without computes the same
-    loss (new weights at zero) and then trains every parameter, the new ones included."""
+@pytest.mark.parametrize("extra", [{"image_rbf": 6, "image_cutoff": 3.5}, {"edge_vectors": True},
+                                   {"image_rbf": 6, "edge_vectors": True}], ids=["images", "vectors", "both"])
+def test_warm_start_with_image_features_or_edge_vectors(tiny_flow, dataset, extra):
+    """A flow with image-summed features or free edge displacements started from one
+    without computes the same loss (new weights at zero) and then trains every parameter,
+    the new ones included."""
     batch = small_batch(tiny_flow, dataset)
     tiny_flow.fit_statistics(batch)
-    wide = CrystalFlow.from_config({**tiny_flow.get_config(), "image_rbf": 6, "image_cutoff": 3.5})
+    wide = CrystalFlow.from_config({**tiny_flow.get_config(), **extra})
     wide = wide.to(next(tiny_flow.parameters()).dtype)
     wide.load_compatible_state(tiny_flow)
     assert wide.num_parameters > tiny_flow.num_parameters

@@ -32,15 +32,18 @@ SIZES = st.sampled_from([1, 2, 3, 5, 8, 13])
 SEEDS = st.integers(0, 2**32 - 1)
 
 
-@pytest.fixture(scope="module", params=[0, 6], ids=["one_image", "image_sums"])
+@pytest.fixture(scope="module", params=[(0, False), (6, False), (6, True)],
+                ids=["one_image", "image_sums", "edge_vectors"])
 def net(request) -> PeriodicActionNetwork:
-    """The network with one edge per pair, and with image-summed pair features reaching
-    beyond the nearest image (cutoff 4.5 Å in cells of ~3–5 Å)."""
+    """The network with one edge per pair, with image-summed pair features reaching
+    beyond the nearest image (cutoff 4.5 Å in cells of ~3–5 Å), and with free per-edge
+    displacements too."""
+    image_rbf, edge_vectors = request.param
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = PeriodicActionNetwork(K, hidden=16, num_layers=2, num_freqs=4, cond_dim=COND,
-                                      image_rbf=request.param, image_cutoff=4.5)
-        if request.param:  # the zero-initialised image heads would make the image terms vacuous
+                                      image_rbf=image_rbf, image_cutoff=4.5, edge_vectors=edge_vectors)
+        if image_rbf:  # the zero-initialised image heads would make the image terms vacuous
             with torch.no_grad():
                 for layer in model.modules():
                     if isinstance(layer, torch.nn.Linear):
