@@ -72,9 +72,10 @@ def test_warm_start_with_image_features_or_edge_vectors(tiny_flow, dataset, extr
     the new ones included."""
     batch = small_batch(tiny_flow, dataset)
     tiny_flow.fit_statistics(batch)
-    wide = CrystalFlow.from_config({**tiny_flow.get_config(), **extra})
-    wide = wide.to(next(tiny_flow.parameters()).dtype)
-    wide.load_compatible_state(tiny_flow)
+    wide = tiny_flow.extended(**extra)
+    assert wide is not tiny_flow and wide.extended(**extra) is wide
+    assert wide.get_config() == CrystalFlow.from_config({**tiny_flow.get_config(), **extra}).get_config()
+    assert next(wide.parameters()).dtype == next(tiny_flow.parameters()).dtype
     assert wide.num_parameters > tiny_flow.num_parameters
     tiny_flow.eval(), wide.eval()
     torch.manual_seed(3)
