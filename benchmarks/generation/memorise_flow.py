@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--edge-vectors", action="store_true",
                     help="add the per-edge free displacements (CrystalFlow(edge_vectors=True)); their "
                          "weights start at zero, the others are kept")
+    ap.add_argument("--mid-time-fraction", type=float, default=0.0, help="loss option, as in train_generator.py")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
@@ -74,7 +75,9 @@ def main() -> None:
     _, report = train_generator(
         crystals * args.repeat, [args.dataset] * (len(crystals) * args.repeat), crystals,
         [args.dataset] * len(crystals), flow=flow,
-        loss_kwargs={"repulsion_weight": 0.1, "coord_weight": args.coord_weight, **({"ot_translation": True} if args.ot_translation else {})},
+        loss_kwargs={"repulsion_weight": 0.1, "coord_weight": args.coord_weight,
+                     **({"ot_translation": True} if args.ot_translation else {}),
+                     **({"mid_time_fraction": args.mid_time_fraction} if args.mid_time_fraction else {})},
         epochs=args.epochs, batch_size=64, lr=args.lr, seed=0, out_dir=args.out,
     )
     print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2, default=str))

@@ -65,6 +65,9 @@ def main() -> None:
                     help="pair prior and data atoms of each crystal by least periodic distance (loss option)")
     ap.add_argument("--ot-translation", action="store_true",
                     help="with the atom pairing, also translate each data crystal to shorten the paths (loss option)")
+    ap.add_argument("--mid-time-fraction", type=float, default=0.0,
+                    help="fraction of the crystals trained at times from 0.25 to 0.65, where the structure "
+                         "forms (loss option mid_time_fraction)")
     ap.add_argument("--carbon-repeat", type=int, default=1,
                     help="show every carbon_24 training crystal this many times per epoch (balances the harder, "
                          "smaller dataset)")
@@ -106,7 +109,8 @@ def main() -> None:
         loss_kwargs={"repulsion_weight": args.repulsion_weight, "coord_weight": args.coord_weight,
                      "lattice_weight": args.lattice_weight,
                      **({"ot_coupling": True} if args.ot_coupling else {}),
-                     **({"ot_translation": True} if args.ot_translation else {})},
+                     **({"ot_translation": True} if args.ot_translation else {}),
+                     **({"mid_time_fraction": args.mid_time_fraction} if args.mid_time_fraction else {})},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time,
     )

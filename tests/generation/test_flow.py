@@ -408,3 +408,31 @@ def test_wrapped_noise_mean_is_the_conditional_mean_of_the_noise():
     for b in (3, 8, 12, 17):
         inside = bins == b
         assert abs(float(eps[inside].mean() - target[inside].mean())) < 0.02
+
+
+def test_mid_time_fraction_moves_training_times_into_the_range(tiny_flow, dataset, monkeypatch):
+    batch = small_batch(tiny_flow, dataset)
+    tiny_flow.fit_statistics(batch)
+    seen = []
+    real_net = tiny_flow.net.forward
+
+    def net(species, frac, lattice, num_atoms, t, cond=None):
+        seen.append(t.detach().clone())
+        return real_net(species, frac, lattice, num_atoms, t, cond)
+
+    monkeypatch.setattr(tiny_flow.net, "forward", net)
+    torch.manual_seed(0)
+    for _ in range(10):
+        tiny_flow.loss(batch, mid_time_fraction=1.0, mid_time_range=(0.3, 0.5), latent_dropout=1.0)
+    times = torch.cat(seen)
+    assert ((times >= 0.3) & (times < 0.5)).all()
+    seen.clear()
+    for _ in range(10):
+        tiny_flow.loss(batch, mid_time_fraction=0.5, latent_dropout=1.0)
+    times = torch.cat(seen)
+    inside = ((times >= 0.25) & (times < 0.65)).double().mean()
+    assert 0.55 < inside < 0.9  # half from the range, half uniform (0.4 of those inside too): 0.7
+    with pytest.raises(ValueError, match="mid_time_fraction must be in"):
+        tiny_flow.loss(batch, mid_time_fraction=1.5)
+    with pytest.raises(ValueError, match="mid_time_range"):
+        tiny_flow.loss(batch, mid_time_fraction=0.5, mid_time_range=(0.7, 0.2))
