@@ -123,6 +123,8 @@ def _source(args, **kw) -> CrystalStructureSource:
         kw.setdefault("energy_weight", args.energy_weight)
     if args.guidance_start is not None:
         kw.setdefault("guidance_start", args.guidance_start)
+    if args.guidance_every is not None:
+        kw.setdefault("guidance_every", args.guidance_every)
     if args.charge_weight is not None:
         kw.setdefault("charge_weight", args.charge_weight)
     if args.projection_steps is not None:
@@ -147,6 +149,7 @@ def _tag(args, config: str | None = None) -> str:
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
+        tag += f"_every{args.guidance_every}" if args.guidance_every is not None else ""
         tag += f"_charge{args.charge_weight:g}" if args.charge_weight is not None else ""
         tag += f"_proj{args.projection_steps}" if args.projection_steps is not None else ""
     return tag
@@ -167,7 +170,7 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
         if "sampler" not in extra:
             print(f"warning: {path} does not record its sampler settings (made before they were recorded); "
                   f"today's are {sampler}", flush=True)
-        elif extra["sampler"] != sampler:
+        elif {"guidance_every": 1, **extra["sampler"]} != {"guidance_every": 1, **sampler}:  # older caches: 1
             raise SystemExit(f"{path} was sampled with {extra['sampler']}, the source now uses {sampler}; "
                              f"use another --out or --fresh")
         return structures, extra
@@ -298,6 +301,9 @@ def main() -> None:
                          "(default: CrystalStructureSource's)")
     ap.add_argument("--guidance-start", type=float, default=None,
                     help="flow time from which the guidance acts (default: CrystalStructureSource's)")
+    ap.add_argument("--guidance-every", type=int, default=None,
+                    help="evaluate the guidance on every k-th guided step, reuse its gradients in between "
+                         "(default: CrystalStructureSource's)")
     ap.add_argument("--charge-weight", type=float, default=None,
                     help="weight of the charge-balance guidance (0: off; default: CrystalStructureSource's)")
     ap.add_argument("--time-power", type=float, default=None,
@@ -369,7 +375,7 @@ def main() -> None:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
                 k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
                                               "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight",
-                                              "guidance_start", "charge_weight", "projection_steps", "seed")})
+                                              "guidance_start", "guidance_every", "charge_weight", "projection_steps", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)
             atomic_write_json(report_path, report)
         if "speed" in sections:

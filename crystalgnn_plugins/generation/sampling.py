@@ -44,6 +44,7 @@ def sample_flow(
     steps: int = 50,
     guidance: Sequence = (),
     guidance_start: float = 0.5,
+    guidance_every: int = 1,
     coord_speedup: float = 0.0,
     max_guidance: float = 1.0,
     time_power: float = 1.0,
@@ -72,6 +73,9 @@ def sample_flow(
         steps: integration steps.
         guidance: terms (see :mod:`.guidance`) applied from ``t >= guidance_start``;
             a term with ``guides_lattice = False`` moves only atoms and species.
+        guidance_every: evaluate the guidance terms on every ``k``-th guided step only
+            and reuse their last gradients in between (fewer energy-model evaluations;
+            1 = every guided step).
         coord_speedup: velocity of the coordinates multiplied by ``1 + s t``
             (inference anti-annealing as in FlowMM; 0 = plain flow; geodesic path only).
         max_guidance: largest guidance velocity per atom (fractional units per unit
@@ -100,6 +104,8 @@ def sample_flow(
                          "are wrapped-normal (their sharpness is set by langevin_step)")
     if langevin_step < 0:
         raise ValueError(f"langevin_step must be >= 0, got {langevin_step}")
+    if guidance_every < 1:
+        raise ValueError(f"guidance_every must be at least 1, got {guidance_every}")
     device = flow.lattice_mean.device
     dtype = flow.lattice_mean.dtype
     num_atoms = num_atoms.to(device)
@@ -134,6 +140,8 @@ def sample_flow(
     if lattice_path is not None:
         log_l = lattice_path(times[0]).to(device, dtype)
     logits = None
+    guided_steps = 0  # guided steps so far (guidance_every)
+    grads: list[torch.Tensor] = []
     for step in range(steps):
         t, dt = times[step], times[step + 1] - times[step]
         if frac_path is not None:
@@ -152,7 +160,8 @@ def sample_flow(
         logits = out["species_logits"]
         if mask is not None:
             logits = logits.masked_fill(~mask, float("-inf"))
-        if guidance and t >= guidance_start:
+        guided = bool(guidance) and t >= guidance_start
+        if guided and guided_steps % guidance_every == 0:
             with torch.enable_grad():
                 f_hat = (frac - sigma * v_f if wrapped_normal else frac + (1 - t) * v_f).detach().requires_grad_(True)
                 l_hat = (log_l + (1 - t) * v_l).detach().requires_grad_(True)
@@ -167,6 +176,8 @@ def sample_flow(
                 inputs = [f_hat, l_hat] + ([p_hat] if not fixed else [])
                 grads = torch.autograd.grad(total, inputs, allow_unused=True)
             grads = [torch.zeros_like(x) if g is None else torch.nan_to_num(g) for x, g in zip(inputs, grads)]
+        if guided:
+            guided_steps += 1
             # a guided step moves an atom by at most max_guidance * dt (fractional) and
             # the log-lattice by at most as much: an energy model evaluated on a crystal
             # with atoms on top of each other can return huge gradients
@@ -183,7 +194,7 @@ def sample_flow(
             frac = frac - var / sigma * v_f
             if step < steps - 1:
                 frac = frac + (nxt**2 * var / sigma**2) ** 0.5 * noise()
-            if guidance and t >= guidance_start:
+            if guided:
                 frac = frac - dt * guide_f
             frac = torch.remainder(frac, 1.0)
         else:

@@ -257,3 +257,35 @@ def test_given_lattice_or_coordinate_paths_replace_the_integration(flow, coord_p
     given_f = draw(f, 3, counts=counts, conds=conds, frac_path=lambda t: (1 - t) * frac0 + t * frac1)
     torch.testing.assert_close(given_f.frac, frac1)
     assert not torch.equal(given_f.lattice, free.lattice)
+
+
+class _CountCalls(RepulsionTerm):
+    """The repulsion term, counting its evaluations."""
+
+    def __init__(self):
+        super().__init__(weight=5.0)
+        self.calls = 0
+
+    def __call__(self, probs, frac, lattice, ctx):
+        self.calls += 1
+        return super().__call__(probs, frac, lattice, ctx)
+
+
+@pytest.mark.parametrize("every", [1, 2, 3])
+def test_guidance_every_k_steps_evaluates_the_terms_less_and_reuses_their_gradients(flow, every):
+    """``guidance_every=k``: the terms are evaluated on guided steps 0, k, 2k, ...; in
+    between their last gradients still steer (the samples differ from unguided ones)."""
+    term = _CountCalls()
+    guided = draw(flow, 3, steps=STEPS, guidance=[term], guidance_start=0.0, guidance_every=every)
+    assert term.calls == -(-STEPS // every)
+    assert_valid_raw(guided, (5, 5, 4, 2))
+    if every > 1:
+        once = _CountCalls()
+        stale = draw(flow, 3, steps=STEPS, guidance=[once], guidance_start=0.0, guidance_every=STEPS)
+        assert once.calls == 1
+        fresh = draw(flow, 3, steps=STEPS, guidance=[_CountCalls()], guidance_start=0.0)
+        plain = draw(flow, 3, steps=STEPS)
+        assert not torch.equal(stale.frac, plain.frac)  # the one gradient steered all steps
+        assert not torch.equal(guided.frac, fresh.frac)  # reused gradients are not fresh ones
+    with pytest.raises(ValueError, match="guidance_every"):
+        draw(flow, 3, guidance=[term], guidance_every=0)

@@ -334,6 +334,37 @@ def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatc
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, coord_speedup={"mp_20": 3.0})
 
 
+
+def test_guidance_every_per_condition(model_dir, tiny_energy_model, monkeypatch):
+    """``guidance_every``: measured defaults per condition, one number or a dict; each
+    batch is guided with its condition's setting, which the provenance records."""
+    import crystalgnn_plugins.generation.sampling as sampling
+    from crystalgnn_plugins.generation import source as source_module
+
+    monkeypatch.setattr(source_module, "DEFAULT_GUIDANCE_EVERY", {"carbon": 4})
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=3)
+    assert src.guidance_every == {"carbon": 4, "perov": 1}
+    seen = []
+    real = sampling.sample_flow
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["guidance_every"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample_flow", spy)
+    carbon = src.get_structures(1, condition="carbon", seed=0, valid_only=False)
+    perov = src.get_structures(1, condition="perov", seed=0, valid_only=False)
+    assert seen == [4, 1]
+    assert carbon[0].properties["generation"]["guidance_every"] == 4
+    assert perov[0].properties["generation"]["guidance_every"] == 1
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, guidance_every={"perov": 2})
+    assert src.guidance_every == {"carbon": 1, "perov": 2}
+    for bad in (0, 1.5, {"carbon": -1}):
+        with pytest.raises(ValueError, match="guidance_every must be a whole number >= 1"):
+            CrystalStructureSource(model_dir, energy_model=tiny_energy_model, guidance_every=bad)
+    with pytest.raises(ValueError, match=r"guidance_every: \['mp_20'\] are not conditions"):
+        CrystalStructureSource(model_dir, energy_model=tiny_energy_model, guidance_every={"mp_20": 2})
+
 # ------------------------------------------------------------------ latent space
 def test_encode_decode_interpolate(source, dataset):
     structures, _ = dataset
