@@ -51,8 +51,11 @@ DEFAULT_TIME_POWERS = {"carbon_24": 2.0, "perov_5": 2.0}
 #: asked otherwise it uses them; carbon_24 keeps its de novo setting (not measured)
 DEFAULT_DIRECTED_COORD_SPEEDUPS: dict[str, float] = {}
 #: guided steps per evaluation of the guidance terms (docs/generation.md, *Fewer potential
-#: evaluations*): conditions not listed evaluate them on every guided step
-DEFAULT_GUIDANCE_EVERY: dict[str, int] = {}
+#: evaluations*): carbon_24's potential guidance evaluated on every 4th guided step gives
+#: the same metrics (1,000 samples, two seeds: COV-R 99.5/98.0 %, COV-P 19.8/20.1 against
+#: 22.7/20.4 %, density EMD 0.103/0.094 against 0.099/0.093) at 2.6x the speed; every 8th
+#: loses recall (90.6 %). Conditions not listed evaluate them on every guided step
+DEFAULT_GUIDANCE_EVERY: dict[str, int] = {"carbon_24": 4}
 DEFAULT_DIRECTED_TIME_POWERS: dict[str, float] = {"carbon_24": 2.0}
 
 
@@ -148,7 +151,8 @@ class CrystalStructureSource:
         guidance_every: evaluate the guidance (the energy model) on every ``k``-th
             guided step and reuse its gradients in between (faster guided sampling).
             One number, or a dict ``{condition: k}`` (others: 1); ``None``:
-            ``DEFAULT_GUIDANCE_EVERY``.
+            ``DEFAULT_GUIDANCE_EVERY`` (4 for carbon_24: the same metrics at 2.6x the
+            speed; 1 for the others and for wrapped-normal generators).
         coord_speedup: coordinate velocity multiplied by ``1 + coord_speedup * t``
             (inference anti-annealing, FlowMM): sharper sites. One number, or a dict
             ``{condition: value}`` (others: 0); ``None``: ``DEFAULT_COORD_SPEEDUPS``
@@ -219,13 +223,8 @@ class CrystalStructureSource:
         self.charge_weight = float(charge_weight)
         self.energy_weights = self._energy_weights(energy_weight)
         self.guidance_start, self.steps = guidance_start, steps
-        every = _per_condition("guidance_every", guidance_every, self.flow.conditions, DEFAULT_GUIDANCE_EVERY, 1)
-        bad = {c: k for c, k in every.items() if k < 1 or k != int(k)}
-        if bad:
-            raise ValueError(f"guidance_every must be a whole number >= 1, got {bad}")
-        self.guidance_every = {c: int(k) for c, k in every.items()}
         conditions = self.flow.conditions
-        # the measured speed-ups and step powers belong to the geodesic coordinate path
+        # the measured speed-ups, step powers and guidance reuse belong to the geodesic coordinate path
         # (the shipped generator); a wrapped-normal flow has no speed-up (sample_flow
         # rejects one) and uniform steps (its corrector works at every noise level)
         geodesic = self.flow.coord_path == "geodesic"
@@ -237,6 +236,11 @@ class CrystalStructureSource:
                                                       DEFAULT_DIRECTED_COORD_SPEEDUPS if geodesic else {}, 0.0)
         self.directed_time_powers = _per_condition("time_power", time_power, conditions,
                                                    DEFAULT_DIRECTED_TIME_POWERS if geodesic else {}, 1.0)
+        every = _per_condition("guidance_every", guidance_every, conditions, DEFAULT_GUIDANCE_EVERY if geodesic else {}, 1)
+        bad = {c: k for c, k in every.items() if k < 1 or k != int(k)}
+        if bad:
+            raise ValueError(f"guidance_every must be a whole number >= 1, got {bad}")
+        self.guidance_every = {c: int(k) for c, k in every.items()}
         bad = {c: p for c, p in self.time_powers.items() if p <= 0}
         if bad:
             raise ValueError(f"time_power must be positive, got {bad}")

@@ -344,6 +344,9 @@ def test_guidance_every_per_condition(model_dir, tiny_energy_model, monkeypatch)
     monkeypatch.setattr(source_module, "DEFAULT_GUIDANCE_EVERY", {"carbon": 4})
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=3)
     assert src.guidance_every == {"carbon": 4, "perov": 1}
+    # measured on the geodesic path: a wrapped-normal generator evaluates on every step
+    wn = CrystalStructureSource(src.flow.with_coord_path("wrapped_normal"), energy_model=tiny_energy_model)
+    assert wn.guidance_every == {"carbon": 1, "perov": 1}
     seen = []
     real = sampling.sample_flow
 
