@@ -50,13 +50,13 @@ DEFAULT_TIME_POWERS = {"carbon_24": 2.0, "perov_5": 2.0}
 #: more samples below the threshold and 87 % unique against x3.2 and 73 %), so unless
 #: asked otherwise it uses them; carbon_24 keeps its de novo setting (not measured)
 DEFAULT_DIRECTED_COORD_SPEEDUPS: dict[str, float] = {}
+DEFAULT_DIRECTED_TIME_POWERS: dict[str, float] = {"carbon_24": 2.0}
 #: guided steps per evaluation of the guidance terms (docs/generation.md, *Fewer potential
 #: evaluations*): carbon_24's potential guidance evaluated on every 4th guided step gives
 #: the same metrics (1,000 samples, two seeds: COV-R 99.5/98.0 %, COV-P 19.8/20.1 against
 #: 22.7/20.4 %, density EMD 0.103/0.094 against 0.099/0.093) at 2.6x the speed; every 8th
 #: loses recall (90.6 %). Conditions not listed evaluate them on every guided step
 DEFAULT_GUIDANCE_EVERY: dict[str, int] = {"carbon_24": 4}
-DEFAULT_DIRECTED_TIME_POWERS: dict[str, float] = {"carbon_24": 2.0}
 
 
 def _per_condition(
@@ -64,14 +64,15 @@ def _per_condition(
     fallback: float,
 ) -> dict[str, float]:
     """One setting for every condition: ``None`` -> the measured ``defaults`` (else
-    ``fallback``); a number -> everywhere; a dict -> its entries, ``fallback`` elsewhere."""
+    ``fallback``); a number -> everywhere; a dict -> its entries, the measured defaults
+    (else ``fallback``) for the conditions it does not list."""
     if value is None:
         return {c: float(defaults.get(c, fallback)) for c in conditions}
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(conditions))
         if unknown:
             raise ValueError(f"{name}: {unknown} are not conditions of this generator ({list(conditions)})")
-        return {c: float(value.get(c, fallback)) for c in conditions}
+        return {c: float(value.get(c, defaults.get(c, fallback))) for c in conditions}
     return dict.fromkeys(conditions, float(value))
 
 
@@ -133,7 +134,7 @@ class CrystalStructureSource:
             ``E + PV`` at the pressure of each sample's condition (e.g. 10 GPa for
             carbon_24, whose crystals were relaxed at 10 GPa).
         energy_weight: weight of the learned-energy guidance: one number, or a dict
-            ``{condition: weight}`` (conditions not listed: 0.05); ``None``: 0.3 for
+            ``{condition: weight}`` (conditions not listed keep their default); ``None``: 0.3 for
             carbon_24, 0 for perov_5 (repulsion only) and 0.05 for the others
             (``DEFAULT_ENERGY_WEIGHTS``). A condition with weight 0 is sampled without
             evaluating the potential.
@@ -150,12 +151,12 @@ class CrystalStructureSource:
         guidance_start: flow time (0 prior, 1 data) from which the guidance acts.
         guidance_every: evaluate the guidance (the energy model) on every ``k``-th
             guided step and reuse its gradients in between (faster guided sampling).
-            One number, or a dict ``{condition: k}`` (others: 1); ``None``:
+            One number, or a dict ``{condition: k}`` (others keep their default); ``None``:
             ``DEFAULT_GUIDANCE_EVERY`` (4 for carbon_24: the same metrics at 2.6x the
             speed; 1 for the others and for wrapped-normal generators).
         coord_speedup: coordinate velocity multiplied by ``1 + coord_speedup * t``
             (inference anti-annealing, FlowMM): sharper sites. One number, or a dict
-            ``{condition: value}`` (others: 0); ``None``: ``DEFAULT_COORD_SPEEDUPS``
+            ``{condition: value}`` (others keep their default); ``None``: ``DEFAULT_COORD_SPEEDUPS``
             (3 for perov_5, 0 for the others) and, with a given composition or a
             property target, 0 (``DEFAULT_DIRECTED_COORD_SPEEDUPS``; ``time_power``
             likewise 1, except 2 for carbon_24). ``{"carbon_24": 3, "perov_5": 3}`` gives
@@ -163,7 +164,7 @@ class CrystalStructureSource:
         time_power: step times ``1 - (1 - k / steps) ** time_power`` (1: uniform;
             larger: shorter steps near the end, see
             :func:`~crystalgnn_plugins.generation.sampling.sample_flow`). One number or a
-            dict (others: 1); ``None``: 2 for carbon_24 and perov_5, 1 for the others (``DEFAULT_TIME_POWERS``).
+            dict (others keep their default); ``None``: 2 for carbon_24 and perov_5, 1 for the others (``DEFAULT_TIME_POWERS``).
         projection_steps: with ``physics``, at most this many descent steps of the
             repulsion on the final atoms (see
             :func:`~crystalgnn_plugins.generation.sampling.sample_flow`): separates the

@@ -325,9 +325,11 @@ def test_sampler_settings_per_condition(model_dir, tiny_energy_model, monkeypatc
     targeted = src.get_structures(1, condition="carbon", seed=0, target=RepulsionTerm())
     assert seen[-1] == (0.0, 1.5) and targeted[0].properties["generation"]["time_power"] == 1.5
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, coord_speedup=1.0, time_power={"perov": 1.5})
-    assert src.coord_speedups == {"carbon": 1.0, "perov": 1.0} and src.time_powers == {"carbon": 1.0, "perov": 1.5}
-    # asked for: used in every mode
-    assert src.directed_coord_speedups == src.coord_speedups and src.directed_time_powers == src.time_powers
+    # a dict sets the conditions it lists; the others keep their measured defaults
+    assert src.coord_speedups == {"carbon": 1.0, "perov": 1.0} and src.time_powers == {"carbon": 2.0, "perov": 1.5}
+    # asked for: used in every mode (the unlisted carbon keeps its directed default)
+    assert src.directed_coord_speedups == src.coord_speedups
+    assert src.directed_time_powers == {"carbon": 1.5, "perov": 1.5}
     with pytest.raises(ValueError, match="time_power must be positive"):
         CrystalStructureSource(model_dir, energy_model=tiny_energy_model, time_power=0)
     with pytest.raises(ValueError, match=r"coord_speedup: \['mp_20'\] are not conditions"):
@@ -361,7 +363,7 @@ def test_guidance_every_per_condition(model_dir, tiny_energy_model, monkeypatch)
     assert carbon[0].properties["generation"]["guidance_every"] == 4
     assert perov[0].properties["generation"]["guidance_every"] == 1
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, guidance_every={"perov": 2})
-    assert src.guidance_every == {"carbon": 1, "perov": 2}
+    assert src.guidance_every == {"carbon": 4, "perov": 2}  # unlisted: the default
     for bad in (0, 1.5, {"carbon": -1}):
         with pytest.raises(ValueError, match="guidance_every must be a whole number >= 1"):
             CrystalStructureSource(model_dir, energy_model=tiny_energy_model, guidance_every=bad)
