@@ -227,12 +227,15 @@ def test_cache_keys_name_the_physics_settings():
     from argparse import Namespace
 
     args = Namespace(steps=50, coord_speedup=None, time_power=None, energy_weight=0.3, guidance_start=0.8,
-                     charge_weight=None, projection_steps=None)
+                     guidance_every=None, charge_weight=None, projection_steps=None)
     assert EG._tag(args, "physics") == "steps50_energy0.3_start0.8"
     assert EG._tag(args, "plain") == "steps50"  # no guidance: the guidance settings do not matter
     args.charge_weight = 0.0
     assert EG._tag(args, "physics") == "steps50_energy0.3_start0.8_charge0"
     sharp = Namespace(steps=50, coord_speedup=3.0, time_power=2.0, energy_weight=None, guidance_start=None,
-                      charge_weight=None, projection_steps=0)
+                      guidance_every=None, charge_weight=None, projection_steps=0)
     assert EG._tag(sharp, "physics") == "steps50_speedup3_pow2_proj0"
+    every = Namespace(**{**vars(sharp), "guidance_every": 4})
+    assert EG._tag(every, "physics") == "steps50_speedup3_pow2_every4_proj0"
+    assert EG._tag(every, "plain") == "steps50_speedup3_pow2"
     assert EG._tag(sharp, "plain") == "steps50_speedup3_pow2"
