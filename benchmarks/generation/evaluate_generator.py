@@ -161,7 +161,7 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
     source's defaults are compared here, so a changed default is not passed off)."""
     path = out / "samples.json.gz"
     source, relax = _configured(args, config)
-    sampler = source._sampler(source.flow.condition_index(dataset))
+    sampler = source._sampler(source.flow.condition_index(dataset), guided=source.physics)
     if path.exists():
         structures, extra = _load_structures(path)
         if (extra.get("n"), extra.get("seed")) != (args.n, args.seed):

@@ -444,11 +444,11 @@ class CrystalStructureSource:
                         self.flow, counts[a:b], cond[a:b], species=None if species is None else species[first:last],
                         allowed=None if allowed is None else allowed[a:b], steps=self.steps, guidance=active,
                         guidance_start=self.guidance_start, generator=gen,
-                        **self._sampler(int(cond[a]), directed=directed),
+                        **self._sampler(int(cond[a]), directed=directed, guided=bool(active)),
                     )
                     out.extend(self._to_structures(
                         raw, cond[a:b], seed, composition, chemsys, [type(t).__name__ for t in active], valid_only,
-                        directed=directed,
+                        directed=directed, guided=bool(active),
                     ))
         if len(out) < n:
             warnings.warn(f"only {len(out)} of {n} samples were valid after {rounds} rounds", stacklevel=2)
