@@ -349,6 +349,9 @@ def test_guidance_every_per_condition(model_dir, tiny_energy_model, monkeypatch)
     # measured on the geodesic path: a wrapped-normal generator evaluates on every step
     wn = CrystalStructureSource(src.flow.with_coord_path("wrapped_normal"), energy_model=tiny_energy_model)
     assert wn.guidance_every == {"carbon": 1, "perov": 1}
+    # without guidance terms there is nothing to reuse: not recorded
+    plain = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=3, physics=False)
+    assert "guidance_every" not in plain.get_structures(1, condition="carbon", seed=0, valid_only=False)[0].properties["generation"]
     seen = []
     real = sampling.sample_flow
 
@@ -362,9 +365,6 @@ def test_guidance_every_per_condition(model_dir, tiny_energy_model, monkeypatch)
     assert seen == [4, 1]
     assert carbon[0].properties["generation"]["guidance_every"] == 4
     assert perov[0].properties["generation"]["guidance_every"] == 1
-    # without guidance terms there is nothing to reuse: not recorded
-    plain = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, steps=3, physics=False)
-    assert "guidance_every" not in plain.get_structures(1, condition="carbon", seed=0, valid_only=False)[0].properties["generation"]
     src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model, guidance_every={"perov": 2})
     assert src.guidance_every == {"carbon": 4, "perov": 2}  # unlisted: the default
     for bad in (0, 1.5, {"carbon": -1}):
