@@ -129,6 +129,8 @@ def _source(args, **kw) -> CrystalStructureSource:
         kw.setdefault("charge_weight", args.charge_weight)
     if args.projection_steps is not None:
         kw.setdefault("projection_steps", args.projection_steps)
+    if args.guidance_model is not None:
+        kw.setdefault("guidance_model", args.guidance_model)
     return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps,
                                   coord_speedup=args.coord_speedup, time_power=args.time_power, **kw)
 
@@ -155,6 +157,11 @@ def _tag(args, config: str | None = None) -> str:
     return tag
 
 
+def _energy_guide(args, sampler: dict) -> dict:
+    """The energy guide a cache made before it was recorded was sampled with (guided ones only)."""
+    return {"energy_guide": args.energy_model or "default"} if "projection_steps" in sampler else {}
+
+
 def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
     """The configuration's samples, from the cache if it was made with the same sampler
     settings (the cache key names only the settings given on the command line; the
@@ -162,6 +169,8 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
     path = out / "samples.json.gz"
     source, relax = _configured(args, config)
     sampler = source._sampler(source.flow.condition_index(dataset), guided=source.physics)
+    if source.physics and source.energy_weights[dataset]:
+        sampler["energy_guide"] = source.guidance_label(dataset)
     if path.exists():
         structures, extra = _load_structures(path)
         if (extra.get("n"), extra.get("seed")) != (args.n, args.seed):
@@ -170,7 +179,9 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
         if "sampler" not in extra:
             print(f"warning: {path} does not record its sampler settings (made before they were recorded); "
                   f"today's are {sampler}", flush=True)
-        elif {"guidance_every": 1, **extra["sampler"]} != {"guidance_every": 1, **sampler}:  # older caches: 1
+        # older caches: every guided step, with the energy model
+        elif ({"guidance_every": 1, **_energy_guide(args, extra["sampler"]), **extra["sampler"]}
+              != {"guidance_every": 1, **_energy_guide(args, sampler), **sampler}):
             raise SystemExit(f"{path} was sampled with {extra['sampler']}, the source now uses {sampler}; "
                              f"use another --out or --fresh")
         return structures, extra
@@ -282,6 +293,9 @@ def main() -> None:
     ap.add_argument("--carbon", required=True)
     ap.add_argument("--model", default=None, help="generator (default: the shipped one)")
     ap.add_argument("--energy-model", default=None, help="energy model for physics guidance and relaxation")
+    ap.add_argument("--guidance-model", default=None,
+                    help="energy model for the physics guidance only (default: the source's per-condition "
+                         "guides, e.g. the shipped carbon-guide for carbon_24; with --energy-model, that model)")
     ap.add_argument("--property-model", default=None, help="heat_ref property model for the targeting test")
     ap.add_argument("--n", type=int, default=10000, help="samples per dataset and configuration")
     ap.add_argument("--match-samples", type=int, default=2000,
@@ -373,7 +387,7 @@ def main() -> None:
             atomic_write_json(report_path, report)
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
-                k: getattr(args, k) for k in ("property_model", "energy_model", "target_n", "target_weight",
+                k: getattr(args, k) for k in ("property_model", "energy_model", "guidance_model", "target_n", "target_weight",
                                               "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight",
                                               "guidance_start", "guidance_every", "charge_weight", "projection_steps", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)

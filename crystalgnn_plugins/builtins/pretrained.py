@@ -10,6 +10,8 @@ SHIPPED = {
     "default": "default interatomic potential (energy, forces, stress), distilled from CHGNet 0.3.0; "
     "see docs/default_potential.md",
     "generator": "default crystal generator (perov_5 and carbon_24 conditions); see docs/generation.md",
+    "carbon-guide": "small carbon-only potential that guides the generator's carbon_24 sampling (not for "
+    "relaxations); see docs/generation.md",
 }
 
 

@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
     target.add_argument("--near", type=float, default=None, help="steer the property towards this value")
     p.add_argument("--relax", action="store_true", help="relax the samples with the energy model (batched FIRE)")
     p.add_argument("--energy-model", default=None, help="energy model for physics guidance and --relax")
+    p.add_argument("--guidance-model", default=None,
+                   help="energy model for the physics guidance only (default: the shipped per-condition guides, "
+                        "e.g. carbon-guide for carbon_24; with --energy-model, that model)")
     p.add_argument("--no-physics", action="store_true", help="sample without the repulsion/energy guidance")
     p.add_argument("--steps", type=int, default=50, help="integration steps (default 50)")
     p.add_argument("--seed", type=int, default=None, help="random seed (reproducible samples)")
@@ -54,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     target = _target(args)
     source = CrystalStructureSource(
-        args.model, energy_model=args.energy_model, physics=not args.no_physics, steps=args.steps,
-        device=args.device,
+        args.model, energy_model=args.energy_model, guidance_model=args.guidance_model,
+        physics=not args.no_physics, steps=args.steps, device=args.device,
     )
     structures = source.get_structures(
         args.n, composition=args.composition, chemsys=args.chemsys, num_atoms=args.num_atoms,

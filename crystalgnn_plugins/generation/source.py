@@ -15,6 +15,7 @@ Every structure carries its provenance in ``Structure.properties["generation"]``
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -57,6 +58,11 @@ DEFAULT_DIRECTED_TIME_POWERS: dict[str, float] = {"carbon_24": 2.0}
 #: 22.7/20.4 %, density EMD 0.103/0.094 against 0.099/0.093) at 2.6x the speed; every 8th
 #: loses recall (90.6 %). Conditions not listed evaluate them on every guided step
 DEFAULT_GUIDANCE_EVERY: dict[str, int] = {"carbon_24": 4}
+#: energy model of the learned-energy guidance per condition when no ``energy_model`` is
+#: given (docs/generation.md, *A small guide for carbon_24*): carbon_24 is guided by a
+#: 34k-parameter carbon-only potential ("carbon-guide") that gives the same metrics as the
+#: default potential at ~2x the speed; relaxation keeps the default potential
+DEFAULT_GUIDANCE_MODELS: dict[str, str] = {"carbon_24": "carbon-guide"}
 
 
 def _per_condition(
@@ -126,8 +132,14 @@ class CrystalStructureSource:
     Args:
         model: a :class:`~crystalgnn_plugins.generation.CrystalFlow`, a saved
             generator directory or a shipped name (``None``: the default).
-        energy_model: energy model for the physics guidance and for
-            ``relax=True`` (name, path or model; ``None``: the shipped default potential).
+        energy_model: energy model for ``relax=True`` and for the physics guidance of
+            the conditions without a ``guidance_model`` (name, path or model; ``None``: the
+            shipped default potential).
+        guidance_model: energy model of the learned-energy guidance: one (name, path or
+            model) for every condition, or a dict ``{condition: model}`` (others keep their
+            default); ``None``: ``DEFAULT_GUIDANCE_MODELS`` if ``energy_model`` is not
+            given (the shipped "carbon-guide" for carbon_24), else ``energy_model``.
+            The guide only steers sampling; ``relax=True`` uses ``energy_model``.
         physics: guide sampling with the interatomic-distance repulsion, the
             learned energy and charge balance (weights ``repulsion_weight``,
             ``energy_weight``, ``charge_weight``); the energy term is the enthalpy
@@ -192,6 +204,7 @@ class CrystalStructureSource:
         model: Any = None,
         *,
         energy_model: Any = None,
+        guidance_model: Any = None,
         physics: bool = True,
         repulsion_weight: float = 5.0,
         energy_weight: float | dict[str, float] | None = None,
@@ -217,6 +230,8 @@ class CrystalStructureSource:
             reuse_host_memory()
         self._energy_model_arg = energy_model
         self._energy_model = None
+        self.guidance_models = self._guidance_models(guidance_model, energy_model)
+        self._guides: dict[Any, Any] = {}  # loaded guidance models by _guide_key
         self.physics = physics
         self.repulsion_weight, self.guide_lattice = repulsion_weight, guide_lattice
         if charge_weight < 0:
@@ -271,12 +286,61 @@ class CrystalStructureSource:
         return list(self.flow.elements)
 
     def energy_model(self):
-        """The energy model used for physics guidance and relaxation (loaded once)."""
+        """The energy model used for relaxation and for the guidance of conditions
+        without a guidance model (loaded once)."""
         if self._energy_model is None:
             from crystalgnn_plugins.models.pretrained import resolve_model
 
             self._energy_model = resolve_model(self._energy_model_arg, device=self.device)
         return self._energy_model
+
+    def _guidance_models(self, value: Any, energy_model: Any) -> dict[str, Any]:
+        """The guidance model of every condition (``None``: the energy model)."""
+        conditions = self.flow.conditions
+        if energy_model is None:
+            from crystalgnn_plugins.models.pretrained import pretrained_path
+
+            # a source checkout without the guide's weights guides with the energy model
+            out = {c: DEFAULT_GUIDANCE_MODELS[c] if c in DEFAULT_GUIDANCE_MODELS
+                   and pretrained_path(DEFAULT_GUIDANCE_MODELS[c]) is not None else None for c in conditions}
+        else:
+            out = dict.fromkeys(conditions)
+        if isinstance(value, dict):
+            unknown = sorted(set(value) - set(conditions))
+            if unknown:
+                raise ValueError(f"guidance_model: {unknown} are not conditions of this generator ({list(conditions)})")
+            out.update(value)
+        elif value is not None:
+            out = dict.fromkeys(conditions, value)
+        return out
+
+    def guidance_label(self, condition: str) -> str:
+        """What guides ``condition``'s learned-energy term: a model name or path, or the
+        class name of a model instance (provenance)."""
+        spec = self.guidance_models[condition]
+        if spec is None:
+            spec = self._energy_model_arg
+            if spec is None:
+                return "default"
+        return str(spec) if isinstance(spec, (str, os.PathLike)) else type(spec).__name__
+
+    def _guide_key(self, condition: str) -> Any:
+        """Conditions with one key share one loaded guidance model (``None``: the energy model)."""
+        spec = self.guidance_models[condition]
+        if spec is None:
+            return None
+        return str(spec) if isinstance(spec, (str, os.PathLike)) else id(spec)
+
+    def _guidance_model(self, condition: str):
+        """The loaded guidance model of ``condition``."""
+        spec, key = self.guidance_models[condition], self._guide_key(condition)
+        if key is None:
+            return self.energy_model()
+        if key not in self._guides:
+            from crystalgnn_plugins.models.pretrained import resolve_model
+
+            self._guides[key] = resolve_model(spec, device=self.device)
+        return self._guides[key]
 
     def _guidance(self, target) -> list:
         from crystalgnn_plugins.generation.guidance import (
@@ -289,8 +353,14 @@ class CrystalStructureSource:
         terms: list = []
         if self.physics:
             terms.append(RepulsionTerm(self.repulsion_weight, guides_lattice=self.guide_lattice))
-            if any(self.energy_weights.values()):
-                terms.append(EnergyTerm(self.energy_model(), 1.0, condition_weights=self.energy_weights,
+            # one energy term per guidance model, acting on its own conditions only
+            groups: dict[Any, list[str]] = {}
+            for c, w in self.energy_weights.items():
+                if w:
+                    groups.setdefault(self._guide_key(c), []).append(c)
+            for conds in groups.values():
+                weights = {c: self.energy_weights[c] if c in conds else 0.0 for c in self.flow.conditions}
+                terms.append(EnergyTerm(self._guidance_model(conds[0]), 1.0, condition_weights=weights,
                                         guides_lattice=self.guide_lattice))
             if self.charge_weight:
                 terms.append(ChargeBalanceTerm(self.charge_weight))
@@ -529,6 +599,8 @@ class CrystalStructureSource:
                 "composition": None if composition is None else str(composition),
                 "chemsys": chemsys if chemsys is None or isinstance(chemsys, str) else "-".join(chemsys),
                 "guidance": list(guidance),
+                **({"energy_guide": self.guidance_label(self.flow.conditions[int(cond[b])])}
+                   if "EnergyTerm" in guidance else {}),
                 "pressure_GPa": self.flow.pressure_gpa(int(cond[b])),
             }
             out.append(s)

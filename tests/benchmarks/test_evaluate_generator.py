@@ -206,6 +206,10 @@ def test_evaluate_generator_end_to_end(csvs, named_generator, energy_model_dir, 
         m.setattr(source_module, "DEFAULT_TIME_POWERS", {"perov_5": 3.0})
         with pytest.raises(SystemExit, match="time_power"):
             _run(m, [*base, "--steps", "3", "--sections", "metrics", "--datasets", "perov_5", "--configs", "plain"])
+    # so is another energy guide of the guided samples
+    with pytest.raises(SystemExit, match="energy_guide"):
+        _run(monkeypatch, [*base, "--steps", "3", "--guidance-model", "default", "--sections", "metrics",
+                           "--datasets", "carbon_24", "--configs", "physics"])
 
     # another --n with the same --out: refused, pointing at --fresh
     argv[argv.index("--n") + 1] = "7"

@@ -28,13 +28,14 @@ def test_generate_cifs_and_summary(generator_dir, energy_model_dir, tmp_path, ca
         assert row["file"].startswith(f"{k:05d}_") and row["file"].endswith(f"_{row['formula']}.cif")
         assert row["generator"] == "crystal_flow" and row["seed"] == 0 and row["steps"] == 5
         assert row["condition"] == "perov" and row["guidance"] == ["RepulsionTerm", "EnergyTerm", "ChargeBalanceTerm"]
+        assert row["energy_guide"] == str(energy_model_dir)
         s = Structure.from_file(out / row["file"])
         assert s.composition.reduced_formula == row["formula"] and len(s) == 5
         assert s.volume > 0.1
 
-    # the same seed writes the same structures
+    # the same seed writes the same structures (the same model named as the guide)
     again = tmp_path / "again"
-    assert main(["generate", "3", "-m", str(generator_dir), "--energy-model", str(energy_model_dir),
+    assert main(["generate", "3", "-m", str(generator_dir), "--guidance-model", str(energy_model_dir),
                  "--condition", "perov", "--steps", "5", "--seed", "0", "-o", str(again)]) == 0
     for row in summary:
         assert (again / row["file"]).read_text() == (out / row["file"]).read_text()

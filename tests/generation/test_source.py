@@ -439,3 +439,77 @@ def test_wrapped_normal_generator_uses_its_own_sampler_defaults(flow, tiny_energ
         s.frac_coords.tolist() for s in src.get_structures(3, condition="carbon", seed=0)]
     with pytest.raises(ValueError, match="coord_speedup applies to the geodesic"):
         CrystalStructureSource(wn, physics=False, steps=4, coord_speedup=2.0).get_structures(1, seed=0)
+
+
+def _counted(model, calls: list, name: str):
+    """Record a call of this model instance's ``atomic_energies`` under ``name``."""
+    original = model.atomic_energies
+
+    def counting(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    model.atomic_energies = counting
+    return model
+
+
+def test_guidance_model_per_condition(model_dir, tiny_energy_model, monkeypatch):
+    """A condition's learned-energy guidance uses its guidance model (and only it), the
+    other conditions the energy model; relaxation always uses the energy model; the
+    provenance names the guide."""
+    from crystalgnn_plugins.generation.guidance import EnergyTerm
+
+    calls: list = []
+    energy = _counted(copy.deepcopy(tiny_energy_model), calls, "energy")
+    guide = _counted(copy.deepcopy(tiny_energy_model), calls, "guide")
+    src = CrystalStructureSource(model_dir, energy_model=energy, guidance_model={"carbon": guide}, steps=4,
+                                 energy_weight=0.3, relax_kwargs={"steps": 1})
+    terms = [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
+    assert {id(t.model): t.condition_weights for t in terms} == {
+        id(guide): {"carbon": 0.3, "perov": 0.0}, id(energy): {"carbon": 0.0, "perov": 0.3}}
+    out = src.get_structures(2, condition="carbon", seed=0)
+    assert calls and set(calls) == {"guide"}
+    assert out[0].properties["generation"]["energy_guide"] == "EnergyModel"
+    calls.clear()
+    out = src.get_structures(2, condition="perov", seed=0)
+    assert calls and set(calls) == {"energy"}
+    assert out[0].properties["generation"]["energy_guide"] == "EnergyModel"
+
+    import crystalgnn_plugins.relaxation as relaxation
+
+    used = []
+    original = relaxation.relax
+    monkeypatch.setattr(relaxation, "relax", lambda s, model, **kw: used.append(model) or original(s, model, **kw))
+    src.get_structures(1, condition="carbon", seed=0, relax=True)
+    assert used == [energy]
+
+    # one model for all conditions: a single energy term
+    src = CrystalStructureSource(model_dir, energy_model=energy, guidance_model=guide, energy_weight=0.3)
+    (term,) = [t for t in src._guidance(None) if isinstance(t, EnergyTerm)]
+    assert term.model is guide and term.condition_weights == {"carbon": 0.3, "perov": 0.3}
+    # without guidance, no guide is named
+    out = CrystalStructureSource(model_dir, energy_model=energy, guidance_model=guide, physics=False,
+                                 steps=2).get_structures(1, seed=0)
+    assert "energy_guide" not in out[0].properties["generation"]
+    with pytest.raises(ValueError, match=r"guidance_model: \['mp_20'\] are not conditions"):
+        CrystalStructureSource(model_dir, energy_model=energy, guidance_model={"mp_20": guide})
+
+
+def test_default_guidance_models(model_dir, tiny_energy_model, monkeypatch):
+    """``DEFAULT_GUIDANCE_MODELS`` guide their conditions when no energy model is given
+    and the guide is registered; an explicit energy model guides everything; a dict
+    keeps the defaults of the conditions it does not name."""
+    from crystalgnn_plugins.generation import source as source_module
+
+    monkeypatch.setattr(source_module, "DEFAULT_GUIDANCE_MODELS", {"carbon": "default"})
+    src = CrystalStructureSource(model_dir)
+    assert src.guidance_models == {"carbon": "default", "perov": None}
+    assert src.guidance_label("carbon") == "default" and src.guidance_label("perov") == "default"
+    src = CrystalStructureSource(model_dir, guidance_model={"perov": tiny_energy_model})
+    assert src.guidance_models == {"carbon": "default", "perov": tiny_energy_model}
+    src = CrystalStructureSource(model_dir, energy_model=tiny_energy_model)
+    assert src.guidance_models == {"carbon": None, "perov": None}
+    assert src.guidance_label("carbon") == "EnergyModel"
+    # a checkout without the guide's weights guides with the energy model
+    monkeypatch.setattr(source_module, "DEFAULT_GUIDANCE_MODELS", {"carbon": "no-such-guide"})
+    assert CrystalStructureSource(model_dir).guidance_models == {"carbon": None, "perov": None}

@@ -14,11 +14,11 @@ from crystalgnn_plugins import GNNCalculator
 from crystalgnn_plugins.models.pretrained import PRETRAINED_DIR, available_models
 
 
-def test_both_models_ship_and_register_through_the_hook():
+def test_shipped_models_register_through_the_hook():
     from crystalgnn_plugins.plugins import get_registry
 
     registry = get_registry("pretrained")
-    for name in ("default", "generator"):
+    for name in ("default", "generator", "carbon-guide"):
         assert (PRETRAINED_DIR / name / "model.json").is_file(), name
         assert name in available_models()
         assert registry.entry(name).plugin.startswith("crystalgnn_plugins.builtins")
@@ -97,3 +97,30 @@ def test_default_generator_gives_valid_crystals_of_each_condition():
     assert all(set(s.composition.chemical_system.split("-")) == {"C"} and structural_validity(s) for s in carbon)
     sto = source.get_structures(2, composition="SrTiO3", seed=1)
     assert all(s.composition.reduced_formula == "SrTiO3" for s in sto)
+
+
+def test_carbon_guide_agrees_with_the_default_potential_on_diamond():
+    """The small carbon_24 guide (a carbon-only potential) and the default potential
+    on rattled diamond: energy per atom within 30 meV, forces within 0.1 eV/Å on average."""
+    atoms = bulk("C", "diamond", a=3.57) * (2, 1, 1)
+    atoms.rattle(0.05, seed=0)
+    got = []
+    for model in ("carbon-guide", None):
+        a = atoms.copy()
+        a.calc = GNNCalculator(model)
+        got.append((a.get_potential_energy() / len(a), a.get_forces()))
+    (e_guide, f_guide), (e_default, f_default) = got
+    assert abs(e_guide - e_default) < 0.03
+    assert np.abs(f_guide - f_default).mean() < 0.1 < np.abs(f_default).mean()
+
+
+def test_default_generator_guides_carbon_with_the_carbon_guide():
+    from crystalgnn_plugins.generation import CrystalStructureSource
+    from crystalgnn_plugins.metrics.generation import structural_validity
+
+    source = CrystalStructureSource()
+    assert source.guidance_models["carbon_24"] == "carbon-guide" and source.guidance_models["perov_5"] is None
+    carbon = source.get_structures(2, condition="carbon_24", seed=0)
+    assert all(structural_validity(s) for s in carbon)
+    assert carbon[0].properties["generation"]["energy_guide"] == "carbon-guide"
+    assert "EnergyTerm" in carbon[0].properties["generation"]["guidance"]
