@@ -131,6 +131,8 @@ def _source(args, **kw) -> CrystalStructureSource:
         kw.setdefault("projection_steps", args.projection_steps)
     if args.guidance_model is not None:
         kw.setdefault("guidance_model", args.guidance_model)
+    if args.latent_noise is not None:
+        kw.setdefault("latent_noise", args.latent_noise)
     return CrystalStructureSource(args.model, energy_model=args.energy_model, steps=args.steps,
                                   coord_speedup=args.coord_speedup, time_power=args.time_power, **kw)
 
@@ -148,6 +150,7 @@ def _tag(args, config: str | None = None) -> str:
     ``--energy-weight``/``--guidance-start``, ``steps50_energy0.3_start0.8``."""
     tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup is not None else "")
     tag += f"_pow{args.time_power:g}" if args.time_power is not None else ""
+    tag += f"_latent{args.latent_noise:g}" if getattr(args, "latent_noise", None) is not None else ""
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
@@ -157,9 +160,11 @@ def _tag(args, config: str | None = None) -> str:
     return tag
 
 
-def _energy_guide(args, sampler: dict) -> dict:
-    """The energy guide a cache made before it was recorded was sampled with (guided ones only)."""
-    return {"energy_guide": args.energy_model or "default"} if "projection_steps" in sampler else {}
+def _unrecorded(args, sampler: dict) -> dict:
+    """Settings of caches made before they were recorded: guidance on every guided step,
+    with the energy model (guided ones only), no latent codes."""
+    return {"guidance_every": 1, "latent": False,
+            **({"energy_guide": args.energy_model or "default"} if "projection_steps" in sampler else {})}
 
 
 def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
@@ -171,6 +176,10 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
     sampler = source._sampler(source.flow.condition_index(dataset), guided=source.physics)
     if source.physics and source.energy_weights[dataset]:
         sampler["energy_guide"] = source.guidance_label(dataset)
+    if source.uses_latent(dataset):
+        sampler["latent"] = True
+        if source.latent_noise[dataset]:
+            sampler["latent_noise"] = source.latent_noise[dataset]
     if path.exists():
         structures, extra = _load_structures(path)
         if (extra.get("n"), extra.get("seed")) != (args.n, args.seed):
@@ -179,9 +188,7 @@ def _samples(args, dataset: str, config: str, out: Path) -> tuple[list, dict]:
         if "sampler" not in extra:
             print(f"warning: {path} does not record its sampler settings (made before they were recorded); "
                   f"today's are {sampler}", flush=True)
-        # older caches: every guided step, with the energy model
-        elif ({"guidance_every": 1, **_energy_guide(args, extra["sampler"]), **extra["sampler"]}
-              != {"guidance_every": 1, **_energy_guide(args, sampler), **sampler}):
+        elif {**_unrecorded(args, extra["sampler"]), **extra["sampler"]} != {**_unrecorded(args, sampler), **sampler}:
             raise SystemExit(f"{path} was sampled with {extra['sampler']}, the source now uses {sampler}; "
                              f"use another --out or --fresh")
         return structures, extra
@@ -293,6 +300,8 @@ def main() -> None:
     ap.add_argument("--carbon", required=True)
     ap.add_argument("--model", default=None, help="generator (default: the shipped one)")
     ap.add_argument("--energy-model", default=None, help="energy model for physics guidance and relaxation")
+    ap.add_argument("--latent-noise", type=float, default=None,
+                    help="extra width of the latent bank's codes (CrystalStructureSource(latent_noise=))")
     ap.add_argument("--guidance-model", default=None,
                     help="energy model for the physics guidance only (default: the source's per-condition "
                          "guides, e.g. the shipped carbon-guide for carbon_24; with --energy-model, that model)")
@@ -387,7 +396,7 @@ def main() -> None:
             atomic_write_json(report_path, report)
         if "targeting" in sections and dataset == "perov_5" and args.property_model:
             res["targeting"] = _cached_json(ds_dir / "targeting.json", lambda: _targeting(args), {
-                k: getattr(args, k) for k in ("property_model", "energy_model", "guidance_model", "target_n", "target_weight",
+                k: getattr(args, k) for k in ("property_model", "energy_model", "guidance_model", "latent_noise", "target_n", "target_weight",
                                               "target_margin", "threshold", "steps", "coord_speedup", "time_power", "energy_weight",
                                               "guidance_start", "guidance_every", "charge_weight", "projection_steps", "seed")})
             print(dataset, "targeting", res["targeting"], flush=True)

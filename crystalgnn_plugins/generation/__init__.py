@@ -6,7 +6,8 @@
   into a symmetric lattice action and per-atom displacements.
 - :func:`sample_flow` (:mod:`.sampling`) with guidance terms (:mod:`.guidance`):
   repulsion, learned energy, charge balance, property targets.
-- :func:`train_generator` (:mod:`.training`).
+- :func:`train_generator` (:mod:`.training`); :class:`LatentBank` (:mod:`.latent_bank`):
+  latent codes of the training crystals, for sampling from the latent autoencoder.
 - :class:`CrystalStructureSource` (:mod:`.source`): ``get_structures(n, ...)``
   returning pymatgen ``Structure``s, and :class:`GenerateStructuresTransformation`.
 
@@ -20,6 +21,7 @@ from crystalgnn_plugins.generation.guidance import (
     PropertyTerm,
     RepulsionTerm,
 )
+from crystalgnn_plugins.generation.latent_bank import LatentBank
 from crystalgnn_plugins.generation.network import PeriodicActionNetwork
 from crystalgnn_plugins.generation.sampling import SampledCrystals, sample_flow
 from crystalgnn_plugins.generation.source import CrystalStructureSource, resolve_generator
@@ -32,6 +34,7 @@ __all__ = [
     "CrystalStructureSource",
     "GenerateStructuresTransformation",
     "EnergyTerm",
+    "LatentBank",
     "PeriodicActionNetwork",
     "PropertyTerm",
     "RepulsionTerm",

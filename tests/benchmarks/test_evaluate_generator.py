@@ -243,3 +243,35 @@ def test_cache_keys_name_the_physics_settings():
     assert EG._tag(every, "physics") == "steps50_speedup3_pow2_every4_proj0"
     assert EG._tag(every, "plain") == "steps50_speedup3_pow2"
     assert EG._tag(sharp, "plain") == "steps50_speedup3_pow2"
+
+
+def test_latent_bank_is_built_and_keys_the_sample_cache(csvs, named_generator, energy_model_dir, tmp_path,
+                                                       monkeypatch):
+    """``build_latent_bank.py`` encodes the training split next to a generator; its
+    free carbon_24 samples then use it (default), and the cache records that."""
+    import shutil
+
+    from crystalgnn_plugins.generation import LatentBank
+
+    builder = importlib.import_module("build_latent_bank")
+    perov_csv, carbon_csv = csvs
+    model = tmp_path / "generator"
+    shutil.copytree(named_generator, model)
+    assert builder.main(["--model", str(model), "--perov", str(perov_csv), "--carbon", str(carbon_csv)]) == 0
+    bank = LatentBank.load(model)
+    assert sorted(set(bank.conditions)) == ["carbon_24", "perov_5"]
+    assert (bank.conditions == "carbon_24").sum() == 8 and (bank.conditions == "perov_5").sum() == 16  # the training splits
+
+    out = tmp_path / "eval"
+    argv = ["--perov", str(perov_csv), "--carbon", str(carbon_csv), "--model", str(model),
+            "--energy-model", str(energy_model_dir), "--n", "3", "--steps", "2", "--threads", "1", "--n-jobs", "1",
+            "--match-samples", "0", "--sections", "metrics", "--datasets", "carbon_24", "--configs", "plain",
+            "--out", str(out)]
+    _run(monkeypatch, argv)
+    structures, extra = EG._load_structures(out / "carbon_24" / "plain_steps2" / "samples.json.gz")
+    assert extra["sampler"]["latent"] is True
+    assert all(s.properties["generation"]["latent"] == "bank" for s in structures if s is not None)
+    # the same generator without its bank: other samples, refused against the cache
+    (model / "latent_bank.npz").unlink()
+    with pytest.raises(SystemExit, match="latent"):
+        _run(monkeypatch, argv)

@@ -114,7 +114,7 @@ def test_carbon_guide_agrees_with_the_default_potential_on_diamond():
     assert np.abs(f_guide - f_default).mean() < 0.1 < np.abs(f_default).mean()
 
 
-def test_default_generator_guides_carbon_with_the_carbon_guide():
+def test_default_generator_guides_carbon_with_the_carbon_guide_and_latent_bank():
     from crystalgnn_plugins.generation import CrystalStructureSource
     from crystalgnn_plugins.metrics.generation import structural_validity
 
@@ -124,3 +124,7 @@ def test_default_generator_guides_carbon_with_the_carbon_guide():
     assert all(structural_validity(s) for s in carbon)
     assert carbon[0].properties["generation"]["energy_guide"] == "carbon-guide"
     assert "EnergyTerm" in carbon[0].properties["generation"]["guidance"]
+    # carbon_24's free samples take their latent codes from the shipped latent bank
+    assert (PRETRAINED_DIR / "generator" / "latent_bank.npz").is_file()
+    assert source.uses_latent("carbon_24") and not source.uses_latent("perov_5")
+    assert all(s.properties["generation"]["latent"] == "bank" for s in carbon)
