@@ -57,12 +57,16 @@ class LatentBank:
     def __len__(self) -> int:
         return len(self.conditions)
 
-    def has(self, condition: str, num_atoms: int | None = None) -> bool:
-        """Whether the bank holds crystals of ``condition`` (with ``num_atoms`` atoms)."""
+    def _rows(self, condition: str, num_atoms: int | None = None) -> np.ndarray:
+        """Indices of the entries of ``condition`` (with ``num_atoms`` atoms)."""
         mask = self.conditions == condition
         if num_atoms is not None:
             mask &= self.num_atoms == int(num_atoms)
-        return bool(mask.any())
+        return np.flatnonzero(mask)
+
+    def has(self, condition: str, num_atoms: int | None = None) -> bool:
+        """Whether the bank holds crystals of ``condition`` (with ``num_atoms`` atoms)."""
+        return len(self._rows(condition, num_atoms)) > 0
 
     @classmethod
     def from_structures(cls, flow: Any, structures: Sequence[Any], condition: str, batch_size: int = 256) -> LatentBank:
@@ -116,10 +120,7 @@ class LatentBank:
         further from the training crystals')."""
         if noise < 0:
             raise ValueError(f"latent noise must be >= 0, got {noise}")
-        mask = self.conditions == condition
-        if num_atoms is not None:
-            mask &= self.num_atoms == int(num_atoms)
-        idx = np.flatnonzero(mask)
+        idx = self._rows(condition, num_atoms)
         if not len(idx):
             raise ValueError(f"latent bank has no crystals of condition {condition!r}"
                              + (f" with {num_atoms} atoms" if num_atoms is not None else ""))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -76,20 +76,21 @@ DEFAULT_LATENT_NOISE: dict[str, float] = {"carbon_24": 0.3}
 
 
 def _per_condition(
-    name: str, value: float | dict[str, float] | None, conditions: Sequence[str], defaults: dict[str, float],
-    fallback: float,
-) -> dict[str, float]:
+    name: str, value: Any, conditions: Sequence[str], defaults: dict[str, Any], fallback: Any,
+    cast: Callable[[Any], Any] = float,
+) -> dict[str, Any]:
     """One setting for every condition: ``None`` -> the measured ``defaults`` (else
-    ``fallback``); a number -> everywhere; a dict -> its entries, the measured defaults
-    (else ``fallback``) for the conditions it does not list."""
+    ``fallback``); a single value -> everywhere; a dict -> its entries, the measured
+    defaults (else ``fallback``) for the conditions it does not list. ``cast`` converts
+    each value (``float``; ``bool`` for switches; identity for models)."""
     if value is None:
-        return {c: float(defaults.get(c, fallback)) for c in conditions}
+        return {c: cast(defaults.get(c, fallback)) for c in conditions}
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(conditions))
         if unknown:
             raise ValueError(f"{name}: {unknown} are not conditions of this generator ({list(conditions)})")
-        return {c: float(value.get(c, defaults.get(c, fallback))) for c in conditions}
-    return dict.fromkeys(conditions, float(value))
+        return {c: cast(value.get(c, defaults.get(c, fallback))) for c in conditions}
+    return dict.fromkeys(conditions, cast(value))
 
 
 def _generator_dir(model: Any):
@@ -105,11 +106,10 @@ def resolve_generator(model: Any = None, *, device: str | torch.device = "cpu"):
     saved-model directory or a shipped name (``None``: the shipped default)."""
     from crystalgnn_plugins.generation.flow import CrystalFlow
     from crystalgnn_plugins.models.io import ModelFileError, load_model
-    from crystalgnn_plugins.models.pretrained import model_path
 
     if isinstance(model, CrystalFlow):
         return model.to(device)
-    path = model_path(DEFAULT_GENERATOR if model is None else model)
+    path = _generator_dir(model)
     flow = load_model(path, device=device)
     if not isinstance(flow, CrystalFlow):
         raise ModelFileError(f"{path}: holds a {type(flow).__name__}, not a crystal generator")
@@ -347,18 +347,12 @@ class CrystalStructureSource:
             bank = LatentBank.load(bank)
         if bank is not None and bank.latent_dim != self.flow.latent_dim:
             raise ValueError(f"latent bank has codes of dimension {bank.latent_dim}, the generator {self.flow.latent_dim}")
-        if isinstance(latent, dict):
-            unknown = sorted(set(latent) - set(conditions))
-            if unknown:
-                raise ValueError(f"latent: {unknown} are not conditions of this generator ({list(conditions)})")
-            wanted = {c: bool(latent.get(c, DEFAULT_LATENT.get(c, False))) for c in conditions}
-        elif latent is None:
-            wanted = {c: bool(DEFAULT_LATENT.get(c, False)) for c in conditions}
-        else:
-            wanted = dict.fromkeys(conditions, bool(latent))
+        wanted = _per_condition("latent", latent, conditions, DEFAULT_LATENT, False, cast=bool)
         missing = sorted(c for c, on in wanted.items() if on and (bank is None or not bank.has(c)))
-        if missing and latent is not None and not (isinstance(latent, dict) and not set(latent) & set(missing)):
-            raise ValueError(f"latent sampling asked for {missing}, but the latent bank has no crystals of "
+        # conditions the caller asked for (not just the defaults) must be in the bank
+        asked = [c for c in missing if latent is True or (isinstance(latent, dict) and latent.get(c))]
+        if asked:
+            raise ValueError(f"latent sampling asked for {asked}, but the latent bank has no crystals of "
                              f"{'them' if bank is not None else 'any condition (no bank)'}")
         return bank, {c: on and c not in missing for c, on in wanted.items()}
 
@@ -369,23 +363,13 @@ class CrystalStructureSource:
 
     def _guidance_models(self, value: Any, energy_model: Any) -> dict[str, Any]:
         """The guidance model of every condition (``None``: the energy model)."""
-        conditions = self.flow.conditions
+        defaults: dict[str, Any] = {}
         if energy_model is None:
             from crystalgnn_plugins.models.pretrained import pretrained_path
 
             # a source checkout without the guide's weights guides with the energy model
-            out = {c: DEFAULT_GUIDANCE_MODELS[c] if c in DEFAULT_GUIDANCE_MODELS
-                   and pretrained_path(DEFAULT_GUIDANCE_MODELS[c]) is not None else None for c in conditions}
-        else:
-            out = dict.fromkeys(conditions)
-        if isinstance(value, dict):
-            unknown = sorted(set(value) - set(conditions))
-            if unknown:
-                raise ValueError(f"guidance_model: {unknown} are not conditions of this generator ({list(conditions)})")
-            out.update(value)
-        elif value is not None:
-            out = dict.fromkeys(conditions, value)
-        return out
+            defaults = {c: m for c, m in DEFAULT_GUIDANCE_MODELS.items() if pretrained_path(m) is not None}
+        return _per_condition("guidance_model", value, self.flow.conditions, defaults, None, cast=lambda m: m)
 
     def guidance_label(self, condition: str) -> str:
         """What guides ``condition``'s learned-energy term: a model name or path, or the
@@ -581,9 +565,8 @@ class CrystalStructureSource:
             for lo in range(0, need, self.batch_size):
                 m = min(self.batch_size, need - lo)
                 counts, species, allowed, cond = self._plan(m, composition, chemsys, num_atoms, condition, rng)
-                z = None
-                if free and self.uses_latent(self.flow.conditions[int(cond[0])], num_atoms):
-                    name = self.flow.conditions[int(cond[0])]
+                z, name = None, self.flow.conditions[int(cond[0])]
+                if free and self.uses_latent(name, num_atoms):
                     counts, z = self.latent_bank.sample(name, m, rng, gen, num_atoms, noise=self.latent_noise[name])
                     z = z.to(self.device, self.flow.lattice_mean.dtype)
                 for a, b in _atom_chunks(counts, self.max_batch_atoms):
