@@ -71,7 +71,12 @@ def main() -> None:
     ap.add_argument("--carbon-repeat", type=int, default=1,
                     help="show every carbon_24 training crystal this many times per epoch (balances the harder, "
                          "smaller dataset)")
+    ap.add_argument("--latent-dropout", type=float, default=None,
+                    help="probability that a crystal is trained without its latent code (loss option "
+                         "latent_dropout, default 0.5); lower makes the flow follow the code more closely")
     args = ap.parse_args()
+    if args.latent_dropout is not None and not 0.0 <= args.latent_dropout <= 1.0:
+        ap.error(f"--latent-dropout must be between 0 and 1, got {args.latent_dropout}")
     if args.carbon_repeat < 1:
         ap.error(f"--carbon-repeat must be at least 1, got {args.carbon_repeat}")
     torch.set_num_threads(args.threads)
@@ -110,7 +115,8 @@ def main() -> None:
                      "lattice_weight": args.lattice_weight,
                      **({"ot_coupling": True} if args.ot_coupling else {}),
                      **({"ot_translation": True} if args.ot_translation else {}),
-                     **({"mid_time_fraction": args.mid_time_fraction} if args.mid_time_fraction else {})},
+                     **({"mid_time_fraction": args.mid_time_fraction} if args.mid_time_fraction else {}),
+                     **({"latent_dropout": args.latent_dropout} if args.latent_dropout is not None else {})},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time,
     )

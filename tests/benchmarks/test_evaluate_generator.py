@@ -275,3 +275,41 @@ def test_latent_bank_is_built_and_keys_the_sample_cache(csvs, named_generator, e
     (model / "latent_bank.npz").unlink()
     with pytest.raises(SystemExit, match="latent"):
         _run(monkeypatch, argv)
+
+
+def test_energy_and_size_diagnostics_read_the_evaluation_cache(csvs, named_generator, energy_model_dir, tmp_path, monkeypatch):
+    """``coverage_by_energy.py`` splits the cached samples' COV-P by their learned energy:
+    thresholds rise, so the kept fractions do; with no threshold it is the evaluation's COV-P.
+    ``uniqueness_by_size.py`` splits uniqueness by atom count."""
+    cbe = importlib.import_module("coverage_by_energy")
+    perov_csv, carbon_csv = csvs
+    out = tmp_path / "eval"
+    _run(monkeypatch, ["--perov", str(perov_csv), "--carbon", str(carbon_csv), "--model", str(named_generator),
+                       "--energy-model", str(energy_model_dir), "--n", "6", "--steps", "3", "--threads", "1",
+                       "--n-jobs", "1", "--match-samples", "0", "--sections", "metrics", "--datasets", "carbon_24",
+                       "--configs", "plain", "--out", str(out)])
+    metrics = json.loads((out / "report.json").read_text())["results"]["carbon_24"]["plain_steps3"]
+    samples = out / "carbon_24" / "plain_steps3"
+    assert cbe.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(samples),
+                     "--model", str(energy_model_dir), "--match"]) == 0
+    report = json.loads((samples / "coverage_by_energy.json").read_text())
+    rows = report["rows"]
+    assert rows and rows[-1]["threshold"] == "all" and rows[-1]["kept_fraction"] == 1.0
+    kept = [r["kept_fraction"] for r in rows]
+    assert kept == sorted(kept)
+    assert report["num_samples"] == metrics["num_fingerprinted"]
+    assert rows[-1]["cov_precision"] * report["num_samples"] == pytest.approx(
+        metrics["cov_precision"] * metrics["num_generated"])
+    assert all(_fraction(r["uniqueness"]) and _fraction(r["novelty"]) for r in rows)
+    with pytest.raises(SystemExit, match="samples.json.gz"):
+        cbe.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(tmp_path / "nowhere")])
+
+    # uniqueness_by_size.py on the same cache: counts per atom count add up to the valid samples
+    ubs = importlib.import_module("uniqueness_by_size")
+    assert ubs.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(samples),
+                     "--max-samples", "4"]) == 0
+    sizes = json.loads((samples / "uniqueness_by_size.json").read_text())
+    assert sizes["num_samples"] == min(4, metrics["num_valid"])
+    assert sum(v["count"] for v in sizes["samples"].values()) == sizes["num_samples"]
+    assert sum(v["count"] for v in sizes["training"].values()) == 8  # carbon_24 training split
+    assert all(_fraction(v["uniqueness"]) for part in ("samples", "training") for v in sizes[part].values())
