@@ -74,6 +74,14 @@ def main() -> None:
     ap.add_argument("--latent-dropout", type=float, default=None,
                     help="probability that a crystal is trained without its latent code (loss option "
                          "latent_dropout, default 0.5); lower makes the flow follow the code more closely")
+    ap.add_argument("--energy-loss-model", default=None,
+                    help="energy model (shipped name or directory) of a training term: the learned energy of the "
+                         "predicted clean crystal (CrystalFlow.loss energy_term)")
+    ap.add_argument("--energy-loss-weight", type=float, default=0.1)
+    ap.add_argument("--energy-loss-conditions", default=None,
+                    help="comma-separated conditions the energy term acts on (default: all)")
+    ap.add_argument("--energy-loss-min-time", type=float, default=0.5,
+                    help="the term acts on crystals at flow times from this one on")
     args = ap.parse_args()
     if args.latent_dropout is not None and not 0.0 <= args.latent_dropout <= 1.0:
         ap.error(f"--latent-dropout must be between 0 and 1, got {args.latent_dropout}")
@@ -119,6 +127,9 @@ def main() -> None:
                      **({"latent_dropout": args.latent_dropout} if args.latent_dropout is not None else {})},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time,
+        energy_loss=None if args.energy_loss_model is None else {
+            "model": args.energy_loss_model, "weight": args.energy_loss_weight, "min_time": args.energy_loss_min_time,
+            "conditions": None if args.energy_loss_conditions is None else args.energy_loss_conditions.split(",")},
     )
     print(json.dumps({k: v for k, v in report.items() if k != "settings"}, indent=2))
 

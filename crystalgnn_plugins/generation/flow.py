@@ -337,6 +337,9 @@ class CrystalFlow(nn.Module):
         ot_translation: bool = False,
         mid_time_fraction: float = 0.0,
         mid_time_range: tuple[float, float] = (0.25, 0.65),
+        energy_term: Any = None,
+        energy_weight: float = 0.0,
+        energy_min_time: float = 0.5,
     ) -> dict[str, torch.Tensor]:
         """Flow-matching loss terms and their weighted sum (``"loss"``).
 
@@ -358,6 +361,12 @@ class CrystalFlow(nn.Module):
         ``mid_time_fraction`` of the crystals draw their time from ``mid_time_range``
         instead of [0, 1): more training where the structure forms (wrapped-normal
         carbon: ``σ`` 0.19–0.03), which is learned last.
+        ``energy_term`` (a guidance term such as
+        :class:`~crystalgnn_plugins.generation.EnergyTerm`, per crystal in eV/atom)
+        with ``energy_weight`` adds the learned energy (enthalpy at the condition's
+        pressure) of the predicted clean crystal, for crystals at times
+        ``t >= energy_min_time`` of the conditions the term is active for (its
+        ``active``), averaged over them (``"energy"``): the physics term in training.
         """
         if not 0 <= mid_time_fraction <= 1:
             raise ValueError(f"mid_time_fraction must be in [0, 1], got {mid_time_fraction}")
@@ -434,8 +443,34 @@ class CrystalFlow(nn.Module):
             rep = repulsion_energy(f_hat, log_to_lattice(s_hat), batch.num_atoms, radii, radius_factor)
             terms["repulsion"] = (rep * t).mean()
             total = total + repulsion_weight * terms["repulsion"]
+        if energy_term is not None and energy_weight:
+            f_hat = f_t - sigma * v_f if wrapped_normal else f_t + (1 - tn) * v_f
+            s_hat = s_t + ((1 - t) * std).view(-1, 1, 1) * out["lattice_action"]
+            terms["energy"] = self._energy_loss(energy_term, batch, species1, f_hat, log_to_lattice(s_hat),
+                                                t >= energy_min_time)
+            total = total + energy_weight * terms["energy"]
         terms["loss"] = total
         return terms
+
+    def _energy_loss(self, term, batch: CrystalBatch, species, frac, lattice, late: torch.Tensor) -> torch.Tensor:
+        """Mean of ``term`` over the crystals selected by ``late`` whose condition the
+        term is active for (0 if there are none; other crystals never reach its model)."""
+        from ase.units import GPa
+
+        from crystalgnn_plugins.generation.guidance import GuidanceContext
+
+        names = [self.conditions[int(c)] for c in batch.condition.tolist()]
+        active = getattr(term, "active", None)
+        use = late & torch.tensor([active is None or active({c}) for c in names], device=late.device)
+        if not bool(use.any()):
+            return frac.new_zeros(())
+        atoms = use[batch.batch]
+        num_atoms = batch.num_atoms[use]
+        chosen = [c for c, u in zip(names, use.tolist()) if u]
+        pressures = frac.new_tensor([self.pressure_gpa(c) for c in chosen]) * GPa
+        ctx = GuidanceContext(self.elements, num_atoms, pressures if bool(pressures.any()) else None, chosen)
+        probs = F.one_hot(species[atoms], len(self.elements)).to(frac.dtype)
+        return term(probs, frac[atoms], lattice[use], ctx).mean()
 
     def covalent_radii(self, dtype=torch.float32, device=None) -> torch.Tensor:
         """Covalent radii (Å) of the vocabulary."""

@@ -27,8 +27,34 @@ def _singletons(batch: CrystalBatch) -> list[CrystalBatch]:
     return out
 
 
-def _module(flow: CrystalFlow, lr: float, epochs: int, loss_kwargs: dict[str, Any]):
+def _energy_kwargs(energy_loss: dict[str, Any] | None, conditions: Sequence[str]) -> dict[str, Any]:
+    """``CrystalFlow.loss`` arguments of the training energy term described by
+    ``{"model", "weight", "conditions" (None: all), "min_time"}``."""
+    if not energy_loss:
+        return {}
+    unknown = sorted(set(energy_loss) - {"model", "weight", "conditions", "min_time"})
+    if unknown or "model" not in energy_loss:
+        raise ValueError(f"energy_loss takes model, weight, conditions, min_time; got {sorted(energy_loss)}")
+    from crystalgnn_plugins.generation.guidance import EnergyTerm
+
+    wanted = energy_loss.get("conditions")
+    if wanted is not None and not set(wanted) <= set(conditions):
+        raise ValueError(f"energy_loss conditions {sorted(set(wanted) - set(conditions))} are not conditions "
+                         f"of the flow ({list(conditions)})")
+    # conditions left out get weight 0: the term is not active for them (their crystals never reach the model)
+    term = EnergyTerm(energy_loss["model"], condition_weights=None if wanted is None else
+                      {c: 1.0 if c in wanted else 0.0 for c in conditions})
+    for p in term.model.parameters():
+        p.requires_grad_(False)
+    return {"energy_term": term, "energy_weight": float(energy_loss.get("weight", 1.0)),
+            "energy_min_time": float(energy_loss.get("min_time", 0.5))}
+
+
+def _module(flow: CrystalFlow, lr: float, epochs: int, loss_kwargs: dict[str, Any],
+            energy_loss: dict[str, Any] | None = None):
     import lightning as L
+
+    loss_kwargs = {**loss_kwargs, **_energy_kwargs(energy_loss, flow.conditions)}
 
     class FlowModule(L.LightningModule):
         def __init__(self):
@@ -79,12 +105,17 @@ def train_generator(
     resume: bool = False,
     max_time: str | None = None,
     progress: bool = False,
+    energy_loss: dict[str, Any] | None = None,
 ) -> tuple[CrystalFlow, dict[str, Any]]:
     """Fit a :class:`CrystalFlow` on pymatgen ``Structure``s, each with a dataset condition.
 
     Checkpoints go to ``out_dir/checkpoints`` every epoch (``resume=True``
     continues from ``last.ckpt`` with the same settings); the final model is
     saved to ``out_dir/model`` and a report to ``out_dir/report.json``.
+    ``energy_loss`` (``{"model": name or path, "weight": w, "conditions": [...],
+    "min_time": t0}``) adds the learned energy of the predicted clean crystal as a
+    training term (``CrystalFlow.loss(energy_term=...)``) for the listed conditions
+    (default all) at times from ``t0`` (default 0.5).
 
     Returns:
         The trained flow (best validation loss) and the report.
@@ -109,7 +140,8 @@ def train_generator(
     flow.fit_statistics(train_batch)
 
     out = Path(out_dir) if out_dir is not None else None
-    settings = {"config": flow.get_config(), "loss_kwargs": loss_kwargs, "epochs": epochs, "batch_size": batch_size,
+    settings = {"config": flow.get_config(), "loss_kwargs": loss_kwargs,
+                **({"energy_loss": energy_loss} if energy_loss else {}), "epochs": epochs, "batch_size": batch_size,
                 "lr": lr, "seed": seed, "num_train": len(train_structures), "num_val": len(val_structures)}
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     ckpt_path = None
@@ -140,7 +172,7 @@ def train_generator(
     )
     val_loader = torch.utils.data.DataLoader(_singletons(val_batch), batch_size=256, collate_fn=collate_crystals)
     flow.train()  # a loaded model comes in eval mode
-    module = _module(flow, lr, epochs, loss_kwargs)
+    module = _module(flow, lr, epochs, loss_kwargs, energy_loss)
     trainer = L.Trainer(
         max_epochs=epochs, max_time=max_time, callbacks=callbacks, enable_progress_bar=progress,
         enable_model_summary=False, logger=L.pytorch.loggers.CSVLogger(out, name="logs") if out else False,

@@ -233,6 +233,65 @@ def test_loss_modes(tiny_flow, dataset):
     assert all(torch.isfinite(v) for v in aligned.values())
 
 
+def test_energy_term_in_training_acts_on_late_crystals_of_its_conditions(tiny_flow, dataset):
+    """``loss(energy_term=...)``: the term sees only crystals of the conditions it is active
+    for, at times from ``energy_min_time`` on; its mean enters the loss with its weight and
+    its gradient reaches the network."""
+    batch = small_batch(tiny_flow, dataset)
+    tiny_flow.fit_statistics(batch)
+    tiny_flow.train()
+    seen = []
+
+    class Term:
+        def active(self, conditions):
+            return conditions == {CARBON}
+
+        def __call__(self, probs, frac, lattice, ctx):
+            seen.append((list(ctx.conditions), ctx.num_atoms.tolist(), frac.shape[0], lattice.shape[0]))
+            batch_of = torch.repeat_interleave(torch.arange(len(ctx.num_atoms)), ctx.num_atoms)
+            return torch.zeros(len(ctx.num_atoms), dtype=frac.dtype).index_add(0, batch_of, (frac**2).sum(-1))
+
+    torch.manual_seed(0)
+    terms = tiny_flow.loss(batch, energy_term=Term(), energy_weight=0.5, energy_min_time=0.0)
+    assert len(seen) == 1
+    conditions, counts, n_atoms, n_cells = seen[0]
+    assert conditions and set(conditions) == {CARBON}
+    assert sum(counts) == n_atoms and len(counts) == n_cells == (batch.condition == tiny_flow.condition_index(CARBON)).sum()
+    total = 10 * terms["coords"] + terms["lattice"] + terms["species"] + 1e-3 * terms["kl"] + 0.5 * terms["energy"]
+    torch.testing.assert_close(terms["loss"], total)
+    tiny_flow.zero_grad()
+    terms["energy"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in tiny_flow.net.parameters())
+    # no crystal late enough: the term is not called and adds nothing
+    seen.clear()
+    late = tiny_flow.loss(batch, energy_term=Term(), energy_weight=0.5, energy_min_time=1.5)
+    assert not seen and late["energy"] == 0
+
+
+def test_energy_term_in_training_with_an_energy_model(tiny_flow, dataset, energy_model_dir):
+    """The training energy term built by ``train_generator(energy_loss=...)``: a real
+    energy model, frozen, acting on the named conditions only; bad settings are refused."""
+    from crystalgnn_plugins.generation.training import _energy_kwargs
+
+    kwargs = _energy_kwargs({"model": str(energy_model_dir), "weight": 0.2, "conditions": [CARBON]},
+                            tiny_flow.conditions)
+    assert kwargs["energy_weight"] == 0.2 and kwargs["energy_min_time"] == 0.5
+    term = kwargs["energy_term"]
+    assert term.active({CARBON}) and not term.active({PEROV})
+    assert not any(p.requires_grad for p in term.model.parameters())
+    batch = small_batch(tiny_flow, dataset)
+    tiny_flow.fit_statistics(batch)
+    torch.manual_seed(2)
+    terms = tiny_flow.loss(batch, **{**kwargs, "energy_min_time": 0.0})
+    assert torch.isfinite(terms["energy"]) and terms["energy"] != 0
+    terms["loss"].backward()
+    assert all(p.grad is None for p in term.model.parameters())
+    with pytest.raises(ValueError, match="not conditions"):
+        _energy_kwargs({"model": str(energy_model_dir), "conditions": ["mp_20"]}, tiny_flow.conditions)
+    with pytest.raises(ValueError, match="energy_loss takes"):
+        _energy_kwargs({"model": str(energy_model_dir), "wieght": 1.0}, tiny_flow.conditions)
+
+
 def test_loss_is_invariant_to_pose_and_images(tiny_flow, dataset):
     """The same crystals rotated, translated and with other periodic images give the
     same loss for the same noise (the flow works on S = ½ log(L Lᵀ) and on the torus)."""
