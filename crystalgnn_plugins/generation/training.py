@@ -68,6 +68,11 @@ def _module(flow: CrystalFlow, lr: float, epochs: int, loss_kwargs: dict[str, An
                          batch_size=len(batch.num_atoms))
             return terms["loss"]
 
+        def on_fit_start(self):
+            term = loss_kwargs.get("energy_term")
+            if term is not None:  # not a submodule (frozen, not saved): follow the flow's device by hand
+                term.model.to(self.device)
+
         def training_step(self, batch, batch_idx):
             return self._step(batch, "train")
 

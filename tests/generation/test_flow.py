@@ -292,6 +292,35 @@ def test_energy_term_in_training_with_an_energy_model(tiny_flow, dataset, energy
         _energy_kwargs({"model": str(energy_model_dir), "wieght": 1.0}, tiny_flow.conditions)
 
 
+def test_train_generator_with_an_energy_term(dataset, energy_model_dir, tmp_path):
+    """One epoch with ``energy_loss``: the energy is logged, the settings record it (a
+    resume with other energy settings is refused), the model is saved."""
+    import csv
+    import json
+
+    from crystalgnn_plugins.generation import train_generator
+
+    structures, conditions = dataset
+    picks = list(range(0, 60, 4))
+    kwargs = dict(flow_kwargs={"hidden": 16, "num_layers": 1, "encoder_layers": 1, "latent_dim": 2, "cond_features": 4},
+                  epochs=1, batch_size=8, lr=1e-3, seed=0, out_dir=tmp_path)
+    energy = {"model": str(energy_model_dir), "weight": 0.1, "conditions": [CARBON], "min_time": 0.0}
+    with torch.random.fork_rng():
+        train_generator([structures[i] for i in picks], [conditions[i] for i in picks],
+                        [structures[i] for i in picks[:4]], [conditions[i] for i in picks[:4]],
+                        energy_loss=energy, **kwargs)
+    stamp = json.loads((tmp_path / "checkpoints" / "settings.json").read_text())
+    assert stamp["settings"]["energy_loss"] == energy
+    with open(next((tmp_path / "logs").rglob("metrics.csv"))) as fh:
+        rows = list(csv.DictReader(fh))
+    assert any(r.get("train_energy") not in (None, "") for r in rows)
+    assert (tmp_path / "model" / "model.pt").exists()
+    with pytest.raises(ValueError, match="settings differ"), torch.random.fork_rng():
+        train_generator([structures[i] for i in picks], [conditions[i] for i in picks],
+                        [structures[i] for i in picks[:4]], [conditions[i] for i in picks[:4]],
+                        energy_loss={**energy, "weight": 0.2}, resume=True, **kwargs)
+
+
 def test_loss_is_invariant_to_pose_and_images(tiny_flow, dataset):
     """The same crystals rotated, translated and with other periodic images give the
     same loss for the same noise (the flow works on S = ½ log(L Lᵀ) and on the torus)."""
