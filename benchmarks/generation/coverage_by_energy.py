@@ -20,8 +20,6 @@ setting: an energy filter is not a ``CrystalStructureSource`` option.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 from pathlib import Path
 
@@ -30,18 +28,22 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_split  # noqa: E402
-from evaluate_generator import _fingerprints  # noqa: E402
+from evaluate_generator import _fingerprints, _load_structures, _valid_rows  # noqa: E402
 
 from crystalgnn_plugins._atomic import atomic_write_json  # noqa: E402
 from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 
 
 def energies_per_atom(model, structures: list, batch_size: int = 64) -> np.ndarray:
-    """Energy per atom (eV/atom) of each structure under ``model``."""
-    from crystalgnn_plugins.training.evaluate import predict
-
-    energy = np.asarray(predict(model, structures, batch_size)["energy"], dtype=float)
-    return energy / np.array([len(s) for s in structures], dtype=float)
+    """Energy per atom (eV/atom) of each structure under ``model`` (no forces)."""
+    model.eval()
+    out = []
+    for lo in range(0, len(structures), batch_size):
+        graph = model.graphs(structures[lo : lo + batch_size])
+        with torch.no_grad():
+            energy = model(graph, compute_forces=False, compute_stress=False)["energy"]
+        out.append(energy.detach().double().cpu().numpy() / graph.num_atoms.cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,18 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from pymatgen.core import Structure
-
     from crystalgnn_plugins.models.pretrained import resolve_model
 
     samples_dir = Path(args.samples)
     if not (samples_dir / "samples.json.gz").exists():
         raise SystemExit(f"no samples.json.gz in {samples_dir}: pass a configuration directory of evaluate_generator")
-    with gzip.open(samples_dir / "samples.json.gz", "rt") as fh:
-        rows = json.load(fh)["structures"]
-    structures = [None if d is None else Structure.from_dict(d) for d in rows]
-    valid = [s if s is not None and gm.structural_validity(s) and gm.compositional_validity(s) else None
-             for s in structures]
+    structures, _ = _load_structures(samples_dir / "samples.json.gz")
+    valid = _valid_rows(structures)
     # the fingerprint cache of evaluate_generator is indexed like its valid list
     struc_fps, _ = _fingerprints(valid, samples_dir / "fps", 1)
     chunks = sorted((samples_dir.parent / "reference_fps").glob("chunk_*.npz"))

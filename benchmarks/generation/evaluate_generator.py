@@ -102,6 +102,13 @@ def _concat(arrays: list) -> np.ndarray:
                           or [np.empty((0, 0))])
 
 
+def _valid_rows(structures: list) -> list:
+    """The samples that get fingerprints (structurally and compositionally valid), others
+    ``None``: the rows of the ``fps`` cache."""
+    return [s if s is not None and gm.structural_validity(s) and gm.compositional_validity(s) else None
+            for s in structures]
+
+
 def _fingerprints(structures: list, cache: Path, n_jobs: int) -> tuple[np.ndarray, np.ndarray]:
     """Fingerprints of the structures (``None`` rows NaN), computed in resumable chunks."""
     cache.mkdir(parents=True, exist_ok=True)
@@ -378,8 +385,7 @@ def main() -> None:
             if "metrics" in sections or "relax" in sections:
                 structures, extra = _samples(args, dataset, config, cfg_dir)
             if "metrics" in sections:
-                valid = [s if gm.structural_validity(s) and gm.compositional_validity(s) else None for s in structures]
-                gen_fps = _fingerprints(valid, cfg_dir / "fps", args.n_jobs)
+                gen_fps = _fingerprints(_valid_rows(structures), cfg_dir / "fps", args.n_jobs)
                 metrics = gm.evaluate_generation(
                     structures, split["test"], training=split["train"], dataset=dataset, reference_fps=ref_fps,
                     generated_fps=gen_fps, novelty_samples=match, uniqueness_samples=match, seed=args.seed)

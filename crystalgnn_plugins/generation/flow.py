@@ -436,18 +436,17 @@ class CrystalFlow(nn.Module):
         loss_a = F.cross_entropy(out["species_logits"][gen], species1[gen]) if gen.any() else kl * 0
         terms = {"coords": loss_f, "lattice": loss_l, "species": loss_a, "kl": kl}
         total = coord_weight * loss_f + lattice_weight * loss_l + species_weight * loss_a + kl_weight * kl
-        if repulsion_weight:
+        energy_on = energy_term is not None and bool(energy_weight)
+        if repulsion_weight or energy_on:  # the predicted clean crystal, for the physics terms
             f_hat = f_t - sigma * v_f if wrapped_normal else f_t + (1 - tn) * v_f
-            s_hat = s_t + ((1 - t) * std).view(-1, 1, 1) * out["lattice_action"]
+            lattice_hat = log_to_lattice(s_t + ((1 - t) * std).view(-1, 1, 1) * out["lattice_action"])
+        if repulsion_weight:
             radii = self.covalent_radii(dtype, device)[species1]
-            rep = repulsion_energy(f_hat, log_to_lattice(s_hat), batch.num_atoms, radii, radius_factor)
+            rep = repulsion_energy(f_hat, lattice_hat, batch.num_atoms, radii, radius_factor)
             terms["repulsion"] = (rep * t).mean()
             total = total + repulsion_weight * terms["repulsion"]
-        if energy_term is not None and energy_weight:
-            f_hat = f_t - sigma * v_f if wrapped_normal else f_t + (1 - tn) * v_f
-            s_hat = s_t + ((1 - t) * std).view(-1, 1, 1) * out["lattice_action"]
-            terms["energy"] = self._energy_loss(energy_term, batch, species1, f_hat, log_to_lattice(s_hat),
-                                                t >= energy_min_time)
+        if energy_on:
+            terms["energy"] = self._energy_loss(energy_term, batch, species1, f_hat, lattice_hat, t >= energy_min_time)
             total = total + energy_weight * terms["energy"]
         terms["loss"] = total
         return terms
@@ -455,8 +454,6 @@ class CrystalFlow(nn.Module):
     def _energy_loss(self, term, batch: CrystalBatch, species, frac, lattice, late: torch.Tensor) -> torch.Tensor:
         """Mean of ``term`` over the crystals selected by ``late`` whose condition the
         term is active for (0 if there are none; other crystals never reach its model)."""
-        from ase.units import GPa
-
         from crystalgnn_plugins.generation.guidance import GuidanceContext
 
         names = [self.conditions[int(c)] for c in batch.condition.tolist()]
@@ -465,10 +462,7 @@ class CrystalFlow(nn.Module):
         if not bool(use.any()):
             return frac.new_zeros(())
         atoms = use[batch.batch]
-        num_atoms = batch.num_atoms[use]
-        chosen = [c for c, u in zip(names, use.tolist()) if u]
-        pressures = frac.new_tensor([self.pressure_gpa(c) for c in chosen]) * GPa
-        ctx = GuidanceContext(self.elements, num_atoms, pressures if bool(pressures.any()) else None, chosen)
+        ctx = GuidanceContext.of(self, batch.num_atoms[use], batch.condition[use])
         probs = F.one_hot(species[atoms], len(self.elements)).to(frac.dtype)
         return term(probs, frac[atoms], lattice[use], ctx).mean()
 

@@ -47,6 +47,15 @@ class GuidanceContext:
     pressure: torch.Tensor | None = None
     conditions: list[str] | None = None
 
+    @classmethod
+    def of(cls, flow, num_atoms: torch.Tensor, condition: torch.Tensor) -> GuidanceContext:
+        """The context of crystals of a :class:`CrystalFlow` with condition indices
+        ``condition (B,)``: its vocabulary, and each condition's name and pressure."""
+        pressures = torch.tensor([flow.pressure_gpa(c) for c in condition.tolist()], dtype=torch.float64,
+                                 device=num_atoms.device)
+        return cls(flow.elements, num_atoms, pressures * GPa if bool(pressures.any()) else None,
+                   [flow.conditions[c] for c in condition.tolist()])
+
     @property
     def atomic_numbers(self) -> torch.Tensor:
         from ase.data import atomic_numbers

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from ase.units import GPa
 from torch.nn import functional as F
 
 from crystalgnn_plugins.generation.flow import CrystalFlow
@@ -123,11 +122,7 @@ def sample_flow(
     else:
         a = torch.randn((n, k), generator=generator, dtype=dtype).to(device)
     mask = allowed.to(device)[atom_batch] if allowed is not None else None
-    pressures = torch.tensor([flow.pressure_gpa(c) for c in condition.tolist()], dtype=dtype, device=device)
-    ctx = GuidanceContext(
-        flow.elements, num_atoms, pressures * GPa if bool(pressures.any()) else None,
-        [flow.conditions[c] for c in condition.tolist()],
-    )
+    ctx = GuidanceContext.of(flow, num_atoms, condition)
 
     times = [1.0 - (1.0 - k / steps) ** time_power for k in range(steps + 1)]
 
