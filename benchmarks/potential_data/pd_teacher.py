@@ -174,6 +174,47 @@ class Teacher:
                 return False
         return True
 
+    def site_energies(self, atoms_list: Sequence[Atoms]) -> list[np.ndarray | None]:
+        """The teacher's per-atom energies (eV) of each frame, ``None`` where CHGNet fails.
+
+        CHGNet 0.3.0 reads its energy out per atom (``mlp_first``) and averages; a site's
+        energy is that readout plus the element's composition-model reference, so the
+        sites of a frame sum to its total energy (eV).
+        """
+        import torch
+        from chgnet.model.model import BatchedGraph
+
+        m = self.model
+        if not m.mlp_first:
+            raise RuntimeError("this CHGNet model has no per-site energy readout (mlp_first=False)")
+        out: list[np.ndarray | None] = [None] * len(atoms_list)
+        todo = []
+        for k, a in enumerate(atoms_list):
+            try:
+                todo.append((k, self.graph(a)))
+            except Exception:  # noqa: BLE001 - graph conversion errors -> no label
+                continue
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            graphs = [g for _, g in chunk]
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                bg = BatchedGraph.from_graphs(
+                    graphs,
+                    bond_basis_expansion=m.bond_basis_expansion,
+                    angle_basis_expansion=m.angle_basis_expansion,
+                    compute_stress=False,
+                )
+                pred = m._compute(bg, compute_force=False, compute_stress=False, return_site_energies=True)
+                shifts = (
+                    m.composition_model.get_site_energies(graphs)
+                    if m.composition_model is not None
+                    else [0.0] * len(graphs)
+                )
+            for (k, _), site, shift in zip(chunk, pred["site_energies"], shifts, strict=True):
+                out[k] = (site + shift).numpy().astype(float).reshape(-1)
+        return out
+
     def label(self, atoms_list: Sequence[Atoms]) -> list[dict | None]:
         """Labels for each frame (``None`` where CHGNet fails, e.g. isolated atoms)."""
         out: list[dict | None] = [None] * len(atoms_list)

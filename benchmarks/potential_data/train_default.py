@@ -58,6 +58,22 @@ def _oversample(records, db: str, factors: dict[str, int]) -> list:
     return out
 
 
+def _add_site_energies(records, db: str) -> None:
+    """Attach the rows' stored per-atom energies (``data["energies"]``) to the records read
+    without them (frames of the split that have none stay without: masked in the loss)."""
+    import ase.db
+
+    from crystalgnn_plugins.data.records import _target_value
+
+    by_source = {r.source: r for r in records}
+    with ase.db.connect(db) as conn:
+        for row in conn.select(columns=["id", "data", "numbers"]):
+            rec = by_source.get(f"{db}:id {row.id}")
+            energies = (row.get("data") or {}).get("energies")
+            if rec is not None and energies is not None:
+                rec.targets["energies"] = _target_value("energies", energies, len(rec.atoms), source=rec.source, record_id=rec.id)
+
+
 def _selections(exclude_sources=()) -> dict[str, str]:
     """ASE database selections of the three splits; the training split without the
     frames of ``exclude_sources`` (validation and test stay whole, comparable between runs)."""
@@ -102,6 +118,11 @@ def main() -> None:
     ap.add_argument("--patience", type=int, default=25)
     ap.add_argument("--force-weight", type=float, default=1.0)
     ap.add_argument("--stress-weight", type=float, default=0.1)
+    ap.add_argument(
+        "--site-energy-weight", type=float, default=0.0,
+        help="also fit the teacher's per-atom energies (data['energies'] of the rows, add_site_energies.py) "
+        "with this weight; frames without them are masked",
+    )
     ap.add_argument("--loss-kind", default="mse", choices=["mse", "mae", "huber"])
     ap.add_argument("--huber-delta", type=float, default=0.1, help="in normalised units (energy/force) and GPa (stress)")
     ap.add_argument("--lr-schedule", default="plateau", choices=["plateau", "cosine"])
@@ -153,6 +174,13 @@ def main() -> None:
         s: read_ase_db(args.db, selection=sel, targets=["energy", "forces", "stress"])
         for s, sel in _selections(args.exclude_source).items()
     }
+    targets = ["energy", "forces", "stress"]
+    if args.site_energy_weight:
+        targets.append("energies")
+        for s in ("train", "val"):
+            _add_site_energies(splits[s], args.db)
+        have = sum(r.targets.get("energies") is not None for r in splits["train"])
+        print(f"per-atom teacher energies on {have} of {len(splits['train'])} training frames", flush=True)
     print(f"read {', '.join(f'{k} {len(v)}' for k, v in splits.items())} frames in {time.perf_counter() - t0:.0f} s", flush=True)
     train_set = _subsample(splits["train"], args.max_train, args.seed)
     train_set = _oversample(train_set, args.db, {k: int(v) for k, v in args.oversample})
@@ -194,8 +222,9 @@ def main() -> None:
         _export(model, train_set, test_set, args)
         return
     result = train(
-        train_set, val_set, test_set, model=model, targets=["energy", "forces", "stress"],
-        weights={"energy": 1.0, "forces": args.force_weight, "stress": args.stress_weight},
+        train_set, val_set, test_set, model=model, targets=targets,
+        weights={"energy": 1.0, "forces": args.force_weight, "stress": args.stress_weight,
+                 **({"energies": args.site_energy_weight} if args.site_energy_weight else {})},
         loss_kwargs={"kind": args.loss_kind, "delta": args.huber_delta}, lr_schedule=args.lr_schedule,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=False,

@@ -30,6 +30,8 @@ def add_parser(subparsers) -> None:
     what.add_argument("--energy", action="store_true", help="train an energy model (potential)")
     p.add_argument("--forces", action="store_true", help="energy model: also fit forces")
     p.add_argument("--stress", action="store_true", help="energy model: also fit stress")
+    p.add_argument("--site-energies", action="store_true",
+                   help="energy model: also fit per-atom energies (target 'energies', e.g. a teacher's site energies)")
     p.add_argument("--extensive", action="store_true", help="property scales with the number of atoms")
     p.add_argument("--encoder", default=None, help="encoder name (default: cgcnn for properties, smooth_cgcnn for energies)")
     p.add_argument("--encoder-option", "-E", type=_option, action="append", default=[], metavar="KEY=VALUE",
@@ -49,6 +51,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patience", type=int, default=20, help="early stopping patience (epochs)")
     p.add_argument("--force-weight", type=float, default=1.0)
     p.add_argument("--stress-weight", type=float, default=0.1)
+    p.add_argument("--site-energy-weight", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--out", required=True, help="output directory")
@@ -70,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from crystalgnn_plugins.models import EnergyModel, PropertyModel
     from crystalgnn_plugins.training import train
 
-    if (args.forces or args.stress) and not args.energy:
-        raise ValueError("--forces/--stress need --energy")
+    if (args.forces or args.stress or args.site_energies) and not args.energy:
+        raise ValueError("--forces/--stress/--site-energies need --energy")
     records = read_records(args.data, args.format)
     if args.target:
         missing = [r for r in records if r.targets.get(args.target) is None]
@@ -102,12 +105,15 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--core-repulsion needs --energy")
         model.set_core_repulsion(True)
         model.set_network_floor(True)
-    targets = (["energy"] + ["forces"] * args.forces + ["stress"] * args.stress) if args.energy else None
+    targets = (
+        ["energy"] + ["forces"] * args.forces + ["stress"] * args.stress + ["energies"] * args.site_energies
+        if args.energy else None
+    )
     model = model.to(getattr(torch, args.dtype))
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
     result = train(
         *subsets, model=model, targets=targets, loss=args.loss,
-        weights={"forces": args.force_weight, "stress": args.stress_weight},
+        weights={"forces": args.force_weight, "stress": args.stress_weight, "energies": args.site_energy_weight},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         patience=args.patience, seed=args.seed, out_dir=args.out, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=not args.no_progress, accelerator=args.accelerator,

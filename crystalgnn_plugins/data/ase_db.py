@@ -24,8 +24,12 @@ CALC_TARGETS = ("energy", "forces", "stress")
 
 
 def _raw_targets(row: Any, exclude: str | None) -> dict[str, Any]:
-    """Unvalidated targets a row offers: stored energy / forces / stress, numeric key-value pairs."""
+    """Unvalidated targets a row offers: stored energy / forces / stress, per-atom
+    energies (``data["energies"]``), numeric key-value pairs."""
     found = {name: row.get(name) for name in CALC_TARGETS if row.get(name) is not None}
+    energies = (row.get("data") or {}).get("energies")
+    if energies is not None:
+        found["energies"] = energies
     for key, value in row.key_value_pairs.items():
         if key != exclude and _is_number(value):
             found[key] = value
@@ -43,8 +47,10 @@ def read_ase_db(
 
     Targets are the calculator results stored with each row -- ``energy`` (eV),
     ``forces`` (N, 3) (eV/Å), ``stress`` (eV/Å³, stored by ASE as Voigt
-    ``xx, yy, zz, yz, xz, xy``; a full 3x3 tensor is converted) -- and the
-    numeric (non-bool) ``key_value_pairs`` as floats.
+    ``xx, yy, zz, yz, xz, xy``; a full 3x3 tensor is converted) --, per-atom
+    energies ``energies`` (N,) (eV) stored in the row's ``data["energies"]`` (ASE's
+    SQLite backend keeps no per-atom energies among the calculator results), and
+    the numeric (non-bool) ``key_value_pairs`` as floats.
 
     Args:
         path: the database file (``.db`` SQLite, or ``.json``).

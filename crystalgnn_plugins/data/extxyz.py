@@ -22,7 +22,7 @@ from crystalgnn_plugins.data.records import (
 __all__ = ["read_extxyz"]
 
 #: Calculator results read from a frame, in this order.
-CALC_TARGETS = ("energy", "forces", "stress")
+CALC_TARGETS = ("energy", "forces", "stress", "energies")
 
 
 def _parse_index(index: int | slice | str) -> int | slice:
@@ -73,8 +73,8 @@ def read_extxyz(
     Targets are the results ASE attaches as a ``SinglePointCalculator`` --
     ``energy`` (eV), ``forces`` (N, 3) (eV/Å), ``stress`` (eV/Å³; a full 3x3
     tensor is converted to Voigt ``xx, yy, zz, yz, xz, xy``; without a stress,
-    a 3x3 ``virial`` (eV) in ``info`` gives ``stress = -virial / volume``) --
-    and the numeric (non-bool) ``atoms.info`` entries as floats.
+    a 3x3 ``virial`` (eV) in ``info`` gives ``stress = -virial / volume``;
+    ``energies`` (N,) per-atom energies (eV)) -- and the numeric (non-bool) ``atoms.info`` entries as floats.
 
     Args:
         path: the ``.xyz`` / ``.extxyz`` file.

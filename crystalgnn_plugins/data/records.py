@@ -40,8 +40,10 @@ class Record:
         atoms: the structure (periodic or not), without a calculator attached.
         targets: ``"energy"`` total energy (eV, float); ``"forces"`` (N, 3)
             float64 array (eV/Å); ``"stress"`` (6,) float64 Voigt array
-            ``xx, yy, zz, yz, xz, xy`` (eV/Å³, ASE sign convention); any other
-            key is a scalar property as a Python float in the units of its source.
+            ``xx, yy, zz, yz, xz, xy`` (eV/Å³, ASE sign convention); ``"energies"``
+            (N,) float64 array of per-atom energies (eV, e.g. a teacher potential's
+            site energies; they sum to ``"energy"``); any other key is a scalar
+            property as a Python float in the units of its source.
         source: where the record came from, e.g. ``"dev.csv:row 12"``; used in
             error messages.
     """
@@ -113,6 +115,18 @@ def _forces(value: object, natoms: int, *, source: str, record_id: str | None) -
     return arr
 
 
+def _site_energies(value: object, natoms: int, *, source: str, record_id: str | None) -> np.ndarray:
+    """``value`` as a finite (natoms,) float64 array of per-atom energies (eV)."""
+    arr = np.array(value, dtype=np.float64)
+    if arr.shape != (natoms,):
+        raise _record_error(
+            source, record_id, f"per-atom energies have shape {arr.shape}, expected ({natoms},)"
+        )
+    if not np.isfinite(arr).all():
+        raise _record_error(source, record_id, "per-atom energies contain NaN or infinite values")
+    return arr
+
+
 def _stress(value: object, *, source: str, record_id: str | None) -> np.ndarray:
     """``value`` (Voigt (6,), full (3, 3) or flat (9,)) as a finite (6,) Voigt array (eV/Å³).
 
@@ -142,9 +156,12 @@ def _stress(value: object, *, source: str, record_id: str | None) -> np.ndarray:
 
 
 def _target_value(name: str, value: object, natoms: int, *, source: str, record_id: str) -> Any:
-    """A target in its canonical form: ``forces`` (N, 3), ``stress`` (6,), else a float."""
+    """A target in its canonical form: ``forces`` (N, 3), ``stress`` (6,), ``energies``
+    (N,), else a float."""
     if name == "forces":
         return _forces(value, natoms, source=source, record_id=record_id)
+    if name == "energies":
+        return _site_energies(value, natoms, source=source, record_id=record_id)
     if name == "stress":
         return _stress(value, source=source, record_id=record_id)
     return _scalar(value, name=name, source=source, record_id=record_id)

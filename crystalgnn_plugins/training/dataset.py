@@ -26,7 +26,8 @@ class GraphDataset(torch.utils.data.Dataset):
         records: :class:`~crystalgnn_plugins.data.Record` objects.
         model: the model to be trained (gives cutoff, neighbour cap, dtype).
         keys: target keys: a property name, or any of ``energy``, ``forces``,
-            ``stress`` for an energy model. Missing forces/stress are masked.
+            ``stress``, ``energies`` (per-atom) for an energy model. Missing
+            forces/stress/per-atom energies are masked.
     """
 
     def __init__(self, records: Sequence[Any], model: CrystalModel, keys: Sequence[str]):
@@ -55,6 +56,13 @@ class GraphDataset(torch.utils.data.Dataset):
                     raise ValueError(f"{rec.source}: record {rec.id!r}: forces have shape {arr.shape}, expected ({n}, 3)")
                 out["forces"] = torch.tensor(arr, dtype=dtype)
                 out["forces_mask"] = torch.full((n,), ok)
+            elif key == "energies":
+                ok = value is not None
+                arr = np.asarray(value, dtype=float) if ok else np.zeros(n)
+                if ok and arr.shape != (n,):
+                    raise ValueError(f"{rec.source}: record {rec.id!r}: per-atom energies have shape {arr.shape}, expected ({n},)")
+                out["energies"] = torch.tensor(arr, dtype=dtype)
+                out["energies_mask"] = torch.full((n,), ok)
             elif key == "stress":
                 ok = value is not None
                 arr = _voigt_to_3x3(value) if ok else np.zeros((3, 3))

@@ -46,7 +46,8 @@ def evaluate(model: CrystalModel, records: Sequence[Any], targets: Sequence[str]
 
     Property targets: MAE/RMSE/R² in the target's units. Energy models:
     ``energy_per_atom`` (eV/atom), ``forces`` (eV/Å, per component) and
-    ``stress`` (GPa, per component) where labels exist.
+    ``stress`` (GPa, per component) where labels exist, and with ``energies`` in
+    ``targets`` ``site_energies`` (eV, per atom).
     """
     if not records:
         return {}
@@ -69,6 +70,12 @@ def evaluate(model: CrystalModel, records: Sequence[Any], targets: Sequence[str]
             metrics["stress_gpa"] = regression_metrics(
                 np.concatenate([_voigt_to_3x3(records[k].targets["stress"]).ravel() for k in with_s]) * EV_A3_TO_GPA,
                 np.concatenate([np.asarray(pred["stress"][k]).ravel() for k in with_s]) * EV_A3_TO_GPA,
+            )
+        with_e = [k for k, r in enumerate(records) if r.targets.get("energies") is not None]
+        if "energies" in targets and with_e:
+            metrics["site_energies"] = regression_metrics(
+                np.concatenate([np.asarray(records[k].targets["energies"], dtype=float) for k in with_e]),
+                np.concatenate([pred["energies"][k] for k in with_e]),
             )
     else:
         key = model.target

@@ -67,12 +67,13 @@ class HuberLoss(PropertyLoss):
 
 
 class EnergyForceStressLoss:
-    """Weighted ``w_E L(E/N) + w_F L(F) + w_S L(sigma)`` for potentials.
+    """Weighted ``w_E L(E/N) + w_F L(F) + w_S L(sigma) + w_e L(e_i)`` for potentials.
 
     Energies per atom (eV/atom), force components (eV/Å), stress components in
-    GPa; ``L`` is ``mae``, ``mse`` or ``huber``. Terms whose labels are absent
-    (masked out) contribute nothing. ``scale`` divides energies and forces (eV)
-    so that the loss is in normalised units.
+    GPa, and, with ``site_energy_weight``, per-atom energies ``e_i`` (eV; e.g. a
+    teacher's site energies, target key ``energies``); ``L`` is ``mae``, ``mse``
+    or ``huber``. Terms whose labels are absent (masked out) contribute nothing.
+    ``scale`` divides energies and forces (eV) so that the loss is in normalised units.
     """
 
     def __init__(
@@ -83,12 +84,14 @@ class EnergyForceStressLoss:
         kind: str = "mse",
         delta: float = 0.1,
         scale: float = 1.0,
+        site_energy_weight: float = 0.0,
     ):
         self.energy_weight, self.force_weight, self.stress_weight = energy_weight, force_weight, stress_weight
+        self.site_energy_weight = site_energy_weight
         self.kind, self.delta, self.scale = kind, delta, float(scale)
 
     def terms(self, pred: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The three unweighted terms (only those that can be computed)."""
+        """The unweighted terms (only those that can be computed and are weighted)."""
         out = {}
         n = target["num_atoms"].to(pred["energy"].dtype)
         out["energy"] = _masked_mean(
@@ -99,6 +102,11 @@ class EnergyForceStressLoss:
             out["forces"] = _masked_mean(
                 _pointwise(self.kind, pred["forces"] / self.scale, target["forces"] / self.scale, self.delta),
                 target.get("forces_mask"),
+            )
+        if self.site_energy_weight and "energies" in pred and "energies" in target:
+            out["energies"] = _masked_mean(
+                _pointwise(self.kind, pred["energies"] / self.scale, target["energies"] / self.scale, self.delta),
+                target.get("energies_mask"),
             )
         if self.stress_weight and "stress" in pred and "stress" in target:
             p = torch.nan_to_num(pred["stress"]) * EV_A3_TO_GPA
@@ -114,6 +122,8 @@ class EnergyForceStressLoss:
             loss = loss + self.force_weight * t["forces"]
         if "stress" in t:
             loss = loss + self.stress_weight * t["stress"]
+        if "energies" in t:
+            loss = loss + self.site_energy_weight * t["energies"]
         return loss
 
 

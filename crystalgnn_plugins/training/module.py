@@ -54,6 +54,9 @@ class CrystalModule(L.LightningModule):
             pred = self(graph, create_graph=stage == "train" and (self.forces or self.stress))
             loss = self.loss(pred, targets)
         self.log(f"{stage}_loss", loss.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=graph.num_graphs)
+        if stage == "val" and hasattr(self.loss, "terms"):  # unweighted terms: runs with other weights compare
+            for name, value in self.loss.terms(pred, targets).items():
+                self.log(f"val_{name}", value.detach(), on_step=False, on_epoch=True, batch_size=graph.num_graphs)
         return loss
 
     def training_step(self, batch, batch_idx):

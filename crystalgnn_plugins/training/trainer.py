@@ -23,6 +23,8 @@ from crystalgnn_plugins.models.energy import EnergyModel
 from crystalgnn_plugins.models.io import save_model
 
 ENERGY_KEYS = ("energy", "forces", "stress")
+#: per-atom energies train an energy model only when asked for (they are no observable)
+ENERGY_TARGETS = (*ENERGY_KEYS, "energies")
 
 
 @dataclass
@@ -60,6 +62,7 @@ def _default_loss(model: CrystalModel, targets: Sequence[str], weights: dict[str
             energy_weight=weights.get("energy", 1.0),
             force_weight=weights.get("forces", 1.0) if "forces" in targets else 0.0,
             stress_weight=weights.get("stress", 0.1) if "stress" in targets else 0.0,
+            site_energy_weight=weights.get("energies", 1.0) if "energies" in targets else 0.0,
             scale=float(model.scale),
             **extra,
         )
@@ -104,8 +107,9 @@ def train(
             the best checkpoint, the test split is only evaluated.
         model: an untrained :class:`PropertyModel` or :class:`EnergyModel`.
         targets: for an energy model a subset of ``("energy", "forces",
-            "stress")`` (default: every label present in the training set); a
-            property model trains on its ``target``.
+            "stress", "energies")`` (default: those of the first three present in
+            the training set; per-atom ``energies``, e.g. a teacher's site energies,
+            only when listed); a property model trains on its ``target``.
         loss: a registered loss name or a callable (default: ``mse`` on the
             normalised property, or ``energy_force_stress`` with ``weights``;
             ``loss_kwargs`` such as ``{"kind": "huber"}`` are passed to the default too).
@@ -150,6 +154,11 @@ def train(
         targets = list(targets or available)
         if "energy" not in targets:
             raise ValueError("an energy model needs 'energy' labels")
+        unknown = [k for k in targets if k not in ENERGY_TARGETS]
+        if unknown:
+            raise ValueError(f"an energy model trains on {list(ENERGY_TARGETS)}, not {unknown}")
+        if "energies" in targets and not any(r.targets.get("energies") is not None for r in train_records):
+            raise ValueError("targets include per-atom 'energies' but no training record has them")
         if model.elements is None:
             model.set_elements(_elements(train_records))
         if fit_normalisation:

@@ -84,3 +84,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no model" in err and "Traceback" not in err
     assert main(["train", str(tmp_path / "missing.csv"), "--target", "y", "--out", str(tmp_path / "o")]) == 2
+
+
+def test_train_energy_model_on_site_energies(emt_data, tmp_path, capsys):
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for rec in emt_data[0][:16]:
+        atoms = rec.atoms.copy()
+        atoms.calc = EMT()
+        e, f, sites = atoms.get_potential_energy(), atoms.get_forces(), atoms.get_potential_energies()
+        atoms.calc = SinglePointCalculator(atoms, energy=e, forces=f, energies=sites)
+        frames.append(atoms)
+    data = tmp_path / "cu.extxyz"
+    write(data, frames, format="extxyz")
+    out = tmp_path / "run"
+    assert main(["train", str(data), "--energy", "--forces", "--site-energies", "--site-energy-weight", "0.5",
+                 "--epochs", "1", "--batch-size", "8", "-E", "atom_features=8", "-E", "num_conv=1",
+                 "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["settings"]["targets"] == ["energy", "forces", "energies"]
+    assert report["settings"]["weights"]["energies"] == 0.5
+    assert "site_energies" in report["metrics"]["test"]
+    capsys.readouterr()
+    assert main(["train", str(data), "--target", "energy", "--site-energies", "--out", str(tmp_path / "x")]) != 0
+    assert "need --energy" in capsys.readouterr().err
