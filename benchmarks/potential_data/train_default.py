@@ -177,8 +177,8 @@ def main() -> None:
     targets = ["energy", "forces", "stress"]
     if args.site_energy_weight:
         targets.append("energies")
-        for s in ("train", "val"):
-            _add_site_energies(splits[s], args.db)
+        # (the test split's only for the report's site-energy errors)
+        _add_site_energies([r for s in ("train", "val", "test") for r in splits[s]], args.db)
         have = sum(r.targets.get("energies") is not None for r in splits["train"])
         print(f"per-atom teacher energies on {have} of {len(splits['train'])} training frames", flush=True)
     print(f"read {', '.join(f'{k} {len(v)}' for k, v in splits.items())} frames in {time.perf_counter() - t0:.0f} s", flush=True)
