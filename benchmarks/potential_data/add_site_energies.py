@@ -7,7 +7,10 @@ frame's stored energy) are stored in each row's ``data["energies"]``, where
 A student trained on them (``train_default.py --site-energy-weight``) gets one energy label
 per atom instead of one per frame: the teacher's local energy function, not only its sums.
 
-Rows already holding ``data["energies"]`` are skipped, so a killed run continues where it
+Frames labelled since session 22 (``make_dataset.py``, ``add_relax_frames.py``,
+``add_contact_frames.py``: ``write_rows``) already come with them when CHGNet's fast path
+labelled them; this script fills in the older rows. Rows already holding ``data["energies"]``
+are skipped, so a killed run continues where it
 stopped (``--resume`` is implied). ``--workers`` processes label chunks of rows; the main
 process alone writes, each chunk in one transaction. A frame whose
 site energies do not add up to its stored energy within ``--tolerance`` eV/atom (i.e. was

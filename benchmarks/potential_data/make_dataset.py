@@ -306,7 +306,10 @@ def write_rows(db, rows: Sequence[dict]) -> None:
                 stress=lab["stress"],
                 magmoms=lab["magmoms"] if len(lab["magmoms"]) == len(atoms) else None,
             )
-            db.write(atoms, key_value_pairs=r["kvp"])
+            # the teacher's per-atom energies (train_default.py --site-energy-weight), where it gave them
+            sites = lab.get("energies")
+            db.write(atoms, key_value_pairs=r["kvp"],
+                     data={"energies": np.asarray(sites, float)} if sites is not None and len(sites) == len(atoms) else None)
 
 
 def load_progress(out: Path) -> dict:

@@ -102,7 +102,15 @@ class Teacher:
                 angle_basis_expansion=m.angle_basis_expansion,
                 compute_stress=True,
             )
-            pred = m._compute(bg, compute_force=False, compute_stress=False, compute_magmom=True)
+            pred = m._compute(
+                bg, compute_force=False, compute_stress=False, compute_magmom=True,
+                return_site_energies=m.mlp_first,
+            )
+            shifts = (
+                m.composition_model.get_site_energies(graphs)
+                if m.mlp_first and m.composition_model is not None
+                else [0.0] * len(graphs)
+            )
             n_atoms = torch.tensor([len(g.atomic_number) for g in graphs], dtype=pred["e"].dtype)
             # as in CHGNet.forward: prediction["e"] += composition energy (per atom if intensive)
             energy = (pred["e"] + comp) * n_atoms if m.is_intensive else pred["e"] + comp
@@ -117,6 +125,8 @@ class Teacher:
                     "forces": -grads[k].detach().numpy().astype(float),
                     "stress": _voigt(stress),
                     "magmoms": pred["m"][k].detach().numpy().astype(float).reshape(-1),
+                    **({"energies": (pred["site_energies"][k] + shifts[k]).detach().numpy().astype(float).reshape(-1)}
+                       if m.mlp_first else {}),
                 }
             )
         return out
@@ -257,9 +267,10 @@ class Teacher:
 
 
 class TeacherCalculator(Calculator):
-    """ASE calculator around :class:`Teacher` (energy, free_energy, forces, stress, magmoms)."""
+    """ASE calculator around :class:`Teacher` (energy, free_energy, forces, stress, magmoms and,
+    on the fast path, the per-atom ``energies``)."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress", "magmoms"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "magmoms", "energies"]
 
     def __init__(self, teacher: Teacher, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -390,6 +401,7 @@ def md_snapshots(
                 "forces": np.array(res["forces"], float),
                 "stress": np.array(res["stress"], float),
                 "magmoms": np.array(res["magmoms"], float),
+                **({"energies": np.array(res["energies"], float)} if "energies" in res else {}),
             }
         except RuntimeError:
             break

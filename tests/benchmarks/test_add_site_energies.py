@@ -35,6 +35,9 @@ def test_site_energies_sum_to_the_teachers_energy_and_resume(tmp_path):
 
     frames = _frames()
     labels = Teacher(threads=1).label(frames)
+    for atoms, lab in zip(frames, labels, strict=True):  # new frames come with their site energies
+        assert lab["energies"].shape == (len(atoms),)
+        assert lab["energies"].sum() == pytest.approx(lab["energy"], abs=1e-4 * len(atoms))
     path = str(tmp_path / "frames.db")
     db = connect(path)
     for k, (atoms, lab) in enumerate(zip(frames, labels, strict=True)):
@@ -69,3 +72,15 @@ def test_train_default_attaches_stored_site_energies(tmp_path):
     T._add_site_energies(records, path)
     assert [r.targets.get("energies") is not None for r in records] == [True, False, True]
     np.testing.assert_allclose(records[2].targets["energies"], [-3.0] * 3)
+
+
+def test_write_rows_stores_the_teachers_site_energies(tmp_path):
+    M = importlib.import_module("make_dataset")
+    atoms = bulk("Cu", "fcc", a=3.6) * (2, 1, 1)
+    lab = {"energy": -7.0, "forces": np.zeros((2, 3)), "stress": np.zeros(6), "magmoms": np.zeros(2)}
+    db = connect(str(tmp_path / "frames.db"))
+    M.write_rows(db, [{"atoms": atoms.copy(), "labels": {**lab, "energies": np.array([-3.4, -3.6])}, "kvp": {"frame": 0}},
+                      {"atoms": atoms.copy(), "labels": lab, "kvp": {"frame": 1}}])  # e.g. the slow path: none
+    with_sites, without = connect(str(tmp_path / "frames.db")).select()
+    np.testing.assert_allclose(with_sites.data["energies"], [-3.4, -3.6])
+    assert "energies" not in without.data
