@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from ase import Atoms, units
@@ -87,30 +88,47 @@ class Teacher:
             warnings.simplefilter("ignore")
             return self.model.graph_converter(structure)
 
+    def _graphs(self, atoms_list: Sequence[Atoms]) -> list[tuple[int, Any]]:
+        """``(index, CHGNet graph)`` of the frames whose graph can be built."""
+        graphs = []
+        for k, a in enumerate(atoms_list):
+            try:
+                graphs.append((k, self.graph(a)))
+            except Exception:  # noqa: BLE001 - graph conversion errors -> no label
+                continue
+        return graphs
+
     # -- evaluation -------------------------------------------------------------------
+    def _readout(self, graphs: list, compute_stress: bool) -> tuple[Any, dict, list]:
+        """CHGNet's batched graph and raw prediction of ``graphs`` (magnetic moments, and
+        per-site readouts if the model has them), and each frame's site energies (eV:
+        readout + the element's composition-model reference; ``None`` without)."""
+        from chgnet.model.model import BatchedGraph
+
+        m = self.model
+        bg = BatchedGraph.from_graphs(
+            graphs,
+            bond_basis_expansion=m.bond_basis_expansion,
+            angle_basis_expansion=m.angle_basis_expansion,
+            compute_stress=compute_stress,
+        )
+        pred = m._compute(
+            bg, compute_force=False, compute_stress=False, compute_magmom=True, return_site_energies=m.mlp_first
+        )
+        if not m.mlp_first:
+            return bg, pred, [None] * len(graphs)
+        shifts = m.composition_model.get_site_energies(graphs) if m.composition_model is not None else [0.0] * len(graphs)
+        sites = [(s + t).detach().numpy().astype(float).reshape(-1) for s, t in zip(pred["site_energies"], shifts, strict=True)]
+        return bg, pred, sites
+
     def _fast_batch(self, graphs: list) -> list[dict]:
         import torch
-        from chgnet.model.model import BatchedGraph
 
         m = self.model
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             comp = m.composition_model(graphs) if m.composition_model is not None else 0.0
-            bg = BatchedGraph.from_graphs(
-                graphs,
-                bond_basis_expansion=m.bond_basis_expansion,
-                angle_basis_expansion=m.angle_basis_expansion,
-                compute_stress=True,
-            )
-            pred = m._compute(
-                bg, compute_force=False, compute_stress=False, compute_magmom=True,
-                return_site_energies=m.mlp_first,
-            )
-            shifts = (
-                m.composition_model.get_site_energies(graphs)
-                if m.mlp_first and m.composition_model is not None
-                else [0.0] * len(graphs)
-            )
+            bg, pred, sites = self._readout(graphs, compute_stress=True)
             n_atoms = torch.tensor([len(g.atomic_number) for g in graphs], dtype=pred["e"].dtype)
             # as in CHGNet.forward: prediction["e"] += composition energy (per atom if intensive)
             energy = (pred["e"] + comp) * n_atoms if m.is_intensive else pred["e"] + comp
@@ -125,8 +143,7 @@ class Teacher:
                     "forces": -grads[k].detach().numpy().astype(float),
                     "stress": _voigt(stress),
                     "magmoms": pred["m"][k].detach().numpy().astype(float).reshape(-1),
-                    **({"energies": (pred["site_energies"][k] + shifts[k]).detach().numpy().astype(float).reshape(-1)}
-                       if m.mlp_first else {}),
+                    **({} if sites[k] is None else {"energies": sites[k]}),
                 }
             )
         return out
@@ -192,48 +209,24 @@ class Teacher:
         sites of a frame sum to its total energy (eV).
         """
         import torch
-        from chgnet.model.model import BatchedGraph
 
-        m = self.model
-        if not m.mlp_first:
+        if not self.model.mlp_first:
             raise RuntimeError("this CHGNet model has no per-site energy readout (mlp_first=False)")
         out: list[np.ndarray | None] = [None] * len(atoms_list)
-        todo = []
-        for k, a in enumerate(atoms_list):
-            try:
-                todo.append((k, self.graph(a)))
-            except Exception:  # noqa: BLE001 - graph conversion errors -> no label
-                continue
+        todo = self._graphs(atoms_list)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
-            graphs = [g for _, g in chunk]
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                bg = BatchedGraph.from_graphs(
-                    graphs,
-                    bond_basis_expansion=m.bond_basis_expansion,
-                    angle_basis_expansion=m.angle_basis_expansion,
-                    compute_stress=False,
-                )
-                pred = m._compute(bg, compute_force=False, compute_stress=False, return_site_energies=True)
-                shifts = (
-                    m.composition_model.get_site_energies(graphs)
-                    if m.composition_model is not None
-                    else [0.0] * len(graphs)
-                )
-            for (k, _), site, shift in zip(chunk, pred["site_energies"], shifts, strict=True):
-                out[k] = (site + shift).numpy().astype(float).reshape(-1)
+                _, _, sites = self._readout([g for _, g in chunk], compute_stress=False)
+            for (k, _), site in zip(chunk, sites, strict=True):
+                out[k] = site
         return out
 
     def label(self, atoms_list: Sequence[Atoms]) -> list[dict | None]:
         """Labels for each frame (``None`` where CHGNet fails, e.g. isolated atoms)."""
         out: list[dict | None] = [None] * len(atoms_list)
-        graphs = []
-        for k, a in enumerate(atoms_list):
-            try:
-                graphs.append((k, self.graph(a)))
-            except Exception:  # noqa: BLE001 - graph conversion errors -> skipped frame
-                continue
+        graphs = self._graphs(atoms_list)
         batch: list = []
         n_batch_atoms = 0
 

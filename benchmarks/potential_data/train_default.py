@@ -58,22 +58,6 @@ def _oversample(records, db: str, factors: dict[str, int]) -> list:
     return out
 
 
-def _add_site_energies(records, db: str) -> None:
-    """Attach the rows' stored per-atom energies (``data["energies"]``) to the records read
-    without them (frames of the split that have none stay without: masked in the loss)."""
-    import ase.db
-
-    from crystalgnn_plugins.data.records import _target_value
-
-    by_source = {r.source: r for r in records}
-    with ase.db.connect(db) as conn:
-        for row in conn.select(columns=["id", "data", "numbers"]):
-            rec = by_source.get(f"{db}:id {row.id}")
-            energies = (row.get("data") or {}).get("energies")
-            if rec is not None and energies is not None:
-                rec.targets["energies"] = _target_value("energies", energies, len(rec.atoms), source=rec.source, record_id=rec.id)
-
-
 def _selections(exclude_sources=()) -> dict[str, str]:
     """ASE database selections of the three splits; the training split without the
     frames of ``exclude_sources`` (validation and test stay whole, comparable between runs)."""
@@ -170,15 +154,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
+    targets = ["energy", "forces", "stress"]
+    # the teacher's per-atom energies where a row has them (the test split's only for the report)
+    optional = ["energies"] if args.site_energy_weight else []
     splits = {
-        s: read_ase_db(args.db, selection=sel, targets=["energy", "forces", "stress"])
+        s: read_ase_db(args.db, selection=sel, targets=targets, optional=optional)
         for s, sel in _selections(args.exclude_source).items()
     }
-    targets = ["energy", "forces", "stress"]
     if args.site_energy_weight:
         targets.append("energies")
-        # (the test split's only for the report's site-energy errors)
-        _add_site_energies([r for s in ("train", "val", "test") for r in splits[s]], args.db)
         have = sum(r.targets.get("energies") is not None for r in splits["train"])
         print(f"per-atom teacher energies on {have} of {len(splits['train'])} training frames", flush=True)
     print(f"read {', '.join(f'{k} {len(v)}' for k, v in splits.items())} frames in {time.perf_counter() - t0:.0f} s", flush=True)

@@ -41,6 +41,7 @@ def read_ase_db(
     selection: Any = None,
     targets: str | Sequence[str] | None = None,
     *,
+    optional: Sequence[str] = (),
     id_keys: Sequence[str] = ("id", "name"),
 ) -> list[Record]:
     """Read the rows of an ASE database.
@@ -59,6 +60,8 @@ def read_ase_db(
         targets: names to read (calculator results or key names); every row
             must have each of them. Default: whatever each row has, so records
             from different rows may have different targets.
+        optional: with ``targets``, names also read where a row has them (e.g.
+            ``["energies"]``: per-atom energies stored for only some rows).
         id_keys: key-value pairs tried in order for the record id (the first
             present wins; it is not a target); else ``str(row.id)``. ``"id"`` is
             reserved by ``ase.db``, so in practice this is ``"name"``.
@@ -100,7 +103,7 @@ def read_ase_db(
         atoms = row.toatoms()
         atoms.calc = None
         available = _raw_targets(row, exclude=id_key)
-        wanted = list(available) if names is None else names
+        wanted = list(available) if names is None else names + [n for n in optional if n in available and n not in names]
         missing = [n for n in wanted if n not in available]
         if missing:
             non_numeric = [n for n in missing if n in kvp]

@@ -1,4 +1,4 @@
-"""benchmarks/potential_data/add_site_energies.py and train_default.py's use of its labels
+"""benchmarks/potential_data/add_site_energies.py and the reading of its labels
 (CHGNet's per-atom energies; the labelling test is skipped without chgnet). No ../shared data."""
 
 from __future__ import annotations
@@ -58,8 +58,9 @@ def test_site_energies_sum_to_the_teachers_energy_and_resume(tmp_path):
     assert len(A.pending_rows(connect(path), None)) == 1
 
 
-def test_train_default_attaches_stored_site_energies(tmp_path):
-    T = importlib.import_module("train_default")
+def test_stored_site_energies_are_read_where_rows_have_them(tmp_path):
+    """What train_default.py --site-energy-weight reads: energies/forces/stress of every row,
+    the per-atom energies of the rows that have them."""
     path = str(tmp_path / "frames.db")
     db = connect(path)
     for k in range(3):
@@ -69,7 +70,7 @@ def test_train_default_attaches_stored_site_energies(tmp_path):
         db.write(atoms, name=f"f{k}", split="train", data=data)
     records = read_ase_db(path, targets=["energy", "forces", "stress"])
     assert all("energies" not in r.targets for r in records)
-    T._add_site_energies(records, path)
+    records = read_ase_db(path, targets=["energy", "forces", "stress"], optional=["energies"])
     assert [r.targets.get("energies") is not None for r in records] == [True, False, True]
     np.testing.assert_allclose(records[2].targets["energies"], [-3.0] * 3)
 
