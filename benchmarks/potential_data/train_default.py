@@ -121,6 +121,8 @@ def main() -> None:
     )
     ap.add_argument("--max-val", type=int, default=2000)
     ap.add_argument("--max-time", default=None, help="stop after DD:HH:MM:SS (then --resume)")
+    ap.add_argument("--ema-decay", type=float, default=None, metavar="D",
+                    help="train with an exponential moving average of the weights (e.g. 0.999)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--resume", action="store_true")
@@ -212,7 +214,7 @@ def main() -> None:
         loss_kwargs={"kind": args.loss_kind, "delta": args.huber_delta}, lr_schedule=args.lr_schedule,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
         out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=False,
-        fit_normalisation=not args.init_from,
+        fit_normalisation=not args.init_from, ema_decay=args.ema_decay,
     )
     test = result.report["metrics"]["test"]
     summary = {

@@ -52,6 +52,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--force-weight", type=float, default=1.0)
     p.add_argument("--stress-weight", type=float, default=0.1)
     p.add_argument("--site-energy-weight", type=float, default=1.0)
+    p.add_argument("--ema-decay", type=float, default=None, metavar="D",
+                   help="validate, checkpoint and save an exponential moving average of the weights "
+                   "(e.g. 0.999; default: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--out", required=True, help="output directory")
@@ -118,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
         patience=args.patience, seed=args.seed, out_dir=args.out, checkpoint_dir=args.checkpoint_dir,
         resume=args.resume, progress=not args.no_progress, accelerator=args.accelerator,
         devices=devices, strategy=args.strategy, num_nodes=args.num_nodes,
-        fit_normalisation=not args.init_from,
+        fit_normalisation=not args.init_from, ema_decay=args.ema_decay,
     )
     print(json.dumps({k: result.report[k] for k in ("metrics", "num_parameters", "training_time_s", "epochs_run")}, indent=2))
     print(f"model written to {result.model_dir}")

@@ -98,6 +98,7 @@ def train(
     max_time: str | None = None,
     fit_normalisation: bool = True,
     checkpoint_minutes: float | None = 10.0,
+    ema_decay: float | None = None,
 ) -> TrainResult:
     """Train ``model`` on labelled records.
 
@@ -131,6 +132,11 @@ def train(
             scale (or the property mean/std) on the training set. ``False`` keeps
             those of an already trained ``model``: fine-tuning, e.g. of the shipped
             default potential on your own frames.
+        ema_decay: keep an exponential moving average of the weights (updated after
+            every optimiser step, e.g. ``0.999``; Lightning's ``EMAWeightAveraging``):
+            validation, the checkpoints' ``state_dict`` (so ``best.ckpt``) and the
+            returned model use the averaged weights; training continues on the raw
+            ones, which the checkpoints also keep for ``resume``. ``None``: off.
 
     Returns:
         :class:`TrainResult`; the report has MAE, RMSE, R² per split, training time (s)
@@ -146,6 +152,8 @@ def train(
 
     if not train_records or not val_records:
         raise ValueError("train() needs non-empty training and validation sets")
+    if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+        raise ValueError(f"ema_decay must lie strictly between 0 and 1 (e.g. 0.999), got {ema_decay}")
     L.seed_everything(seed, workers=True, verbose=False)
     weights = dict(weights or {})
 
@@ -202,6 +210,7 @@ def train(
         "num_train": len(train_records),
         "num_val": len(val_records),
         **({} if fit_normalisation else {"fit_normalisation": False}),
+        **({"ema_decay": ema_decay} if ema_decay is not None else {}),
     }
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
     ckpt_path = None
@@ -231,6 +240,11 @@ def train(
         GraphDataset(val_records, model, targets), batch_size=batch_size, collate_fn=collate
     )
     callbacks = [EarlyStopping(monitor="val_loss", patience=patience, mode="min")]
+    if ema_decay is not None:
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        # the averaged copy keeps the model's fixed buffers (element references, scale)
+        callbacks.append(EMAWeightAveraging(decay=ema_decay, use_buffers=False))
     checkpoint = None
     if ckpt_dir is not None:
         checkpoint = ModelCheckpoint(

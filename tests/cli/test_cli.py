@@ -102,10 +102,11 @@ def test_train_energy_model_on_site_energies(emt_data, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", str(data), "--energy", "--forces", "--site-energies", "--site-energy-weight", "0.5",
                  "--epochs", "1", "--batch-size", "8", "-E", "atom_features=8", "-E", "num_conv=1",
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--ema-decay", "0.99", "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["targets"] == ["energy", "forces", "energies"]
     assert report["settings"]["weights"]["energies"] == 0.5
+    assert report["settings"]["ema_decay"] == 0.99
     assert "site_energies" in report["metrics"]["test"]
     capsys.readouterr()
     assert main(["train", str(data), "--target", "energy", "--site-energies", "--out", str(tmp_path / "x")]) != 0
