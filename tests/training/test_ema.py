@@ -15,7 +15,7 @@ def _model():
     return EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0}, hidden=8)
 
 
-def _run(data, out, monkeypatch=None, **kwargs):
+def _run(data, out, **kwargs):
     train_set, val_set = data[0][:24], data[1][:8]
     return train(train_set, val_set, model=_model(), targets=["energy", "forces"], epochs=2, batch_size=8,
                  lr=1e-2, out_dir=out, progress=False, seed=3, **kwargs)
