@@ -213,7 +213,7 @@ def main() -> None:
                  **({"energies": args.site_energy_weight} if args.site_energy_weight else {})},
         loss_kwargs={"kind": args.loss_kind, "delta": args.huber_delta}, lr_schedule=args.lr_schedule,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, patience=args.patience, seed=args.seed,
-        out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=False,
+        out_dir=args.out, resume=args.resume, max_time=args.max_time, progress=10.0,
         fit_normalisation=not args.init_from, ema_decay=args.ema_decay,
     )
     test = result.report["metrics"]["test"]

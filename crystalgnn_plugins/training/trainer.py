@@ -90,7 +90,7 @@ def train(
     out_dir: str | os.PathLike | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    progress: bool = True,
+    progress: bool | float = True,
     accelerator: str = "auto",
     devices: int | str = "auto",
     strategy: str = "auto",
@@ -122,6 +122,11 @@ def train(
         checkpoint_dir: checkpoints every epoch (``last.ckpt``, ``best.ckpt``);
             default ``out_dir/checkpoints``.
         resume: continue from ``checkpoint_dir/last.ckpt`` (same settings required).
+        progress: ``True``: Lightning's progress bar; ``False``: none; a number of
+            minutes: no bar, a log line that often (step, running loss, steps per
+            minute, time left in the epoch) and one per epoch with the validation
+            metrics, for runs whose output goes to a file
+            (:class:`~crystalgnn_plugins.training.progress.ProgressLines`).
         checkpoint_minutes: also write ``last.ckpt`` every this many minutes of
             training (``None``/0: only after each epoch); on one device a run resumed
             from such a mid-epoch checkpoint continues the epoch with the batches it had
@@ -154,6 +159,11 @@ def train(
         raise ValueError("train() needs non-empty training and validation sets")
     if ema_decay is not None and not 0.0 < ema_decay < 1.0:
         raise ValueError(f"ema_decay must lie strictly between 0 and 1 (e.g. 0.999), got {ema_decay}")
+    progress_lines = None
+    if not isinstance(progress, bool):
+        from crystalgnn_plugins.training.progress import ProgressLines
+
+        progress_lines = ProgressLines(progress)  # checks the number of minutes
     L.seed_everything(seed, workers=True, verbose=False)
     weights = dict(weights or {})
 
@@ -240,6 +250,8 @@ def train(
         GraphDataset(val_records, model, targets), batch_size=batch_size, collate_fn=collate
     )
     callbacks = [EarlyStopping(monitor="val_loss", patience=patience, mode="min")]
+    if progress_lines is not None:
+        callbacks.append(progress_lines)
     if ema_decay is not None:
         from lightning.pytorch.callbacks import EMAWeightAveraging
 
@@ -265,7 +277,7 @@ def train(
         strategy=strategy,
         num_nodes=num_nodes,
         callbacks=callbacks,
-        enable_progress_bar=progress,
+        enable_progress_bar=progress is True,
         enable_model_summary=False,
         logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs") if out_dir else False,
         inference_mode=False,

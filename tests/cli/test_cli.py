@@ -9,7 +9,7 @@ from ase.io import write
 from crystalgnn_plugins.cli.main import main
 
 
-def test_train_then_predict_energy_model(emt_data, tmp_path, capsys):
+def test_train_then_predict_energy_model(emt_data, tmp_path, capsys, caplog):
     frames = []
     for rec in emt_data[0][:40]:
         from ase.calculators.singlepoint import SinglePointCalculator
@@ -40,9 +40,10 @@ def test_train_then_predict_energy_model(emt_data, tmp_path, capsys):
     tuned = tmp_path / "tuned"
     code = main([
         "train", str(data), "--energy", "--forces", "--epochs", "1", "--batch-size", "8",
-        "--init-from", str(out / "model"), "--out", str(tuned), "--no-progress",
+        "--init-from", str(out / "model"), "--out", str(tuned), "--progress-lines", "1e-9",
     ])
     assert code == 0
+    assert any("epoch 1/1 validated: val_energy" in r.getMessage() for r in caplog.records)
     settings = json.loads((tuned / "report.json").read_text())["settings"]
     assert settings["model"] == report["settings"]["model"] and settings["fit_normalisation"] is False
     capsys.readouterr()
@@ -58,6 +59,8 @@ def test_train_then_predict_energy_model(emt_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", str(data), "--target", "energy", "--core-repulsion", "--out", str(tmp_path / "y")]) != 0
     assert "--core-repulsion needs --energy" in capsys.readouterr().err
+    assert main(["train", str(data), "--energy", "--progress-lines", "0", "--out", str(tmp_path / "z")]) != 0
+    assert "positive number of minutes" in capsys.readouterr().err
 
 
 def test_train_property_model_from_cdvae_csv(tmp_path, capsys):

@@ -1,0 +1,59 @@
+"""Progress as log lines: for training runs whose output goes to a file (``nohup``,
+batch jobs), where a progress bar is unreadable and no bar means hours of silence."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+
+
+class ProgressLines(L.Callback):
+    """One line every ``every_minutes`` of training (epoch, step, running training
+    loss, optimiser steps per minute, time left in the epoch) and one per epoch with
+    the validation metrics. Printed on the first process only (Lightning's
+    ``rank_zero_info``, the ``lightning.pytorch`` logger)."""
+
+    def __init__(self, every_minutes: float) -> None:
+        if not (isinstance(every_minutes, (int, float)) and math.isfinite(every_minutes) and every_minutes > 0):
+            raise ValueError(f"progress lines need a positive number of minutes, got {every_minutes!r}")
+        self.every_s = 60.0 * float(every_minutes)
+        self._reset(time.perf_counter(), 0)
+
+    def _reset(self, now: float, batch: int) -> None:
+        self._t0, self._batch0, self._loss_sum, self._loss_n = now, batch, 0.0, 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._reset(time.perf_counter(), 0)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is not None:
+            self._loss_sum += float(loss.detach())
+            self._loss_n += 1
+        now = time.perf_counter()
+        if now - self._t0 < self.every_s:
+            return
+        done = batch_idx + 1
+        rate = (done - self._batch0) / (now - self._t0) * 60.0  # batches per minute
+        total = trainer.num_training_batches
+        line = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} step {done}"
+        if isinstance(total, int) and total > 0:
+            left = (total - done) / rate if rate > 0 else float("inf")
+            line += f"/{total} ({100.0 * done / total:.0f} %), epoch ends in {left:.0f} min"
+        if self._loss_n:
+            line += f", training loss {self._loss_sum / self._loss_n:.5g} (mean since last line)"
+        rank_zero_info(f"{line}, {rate:.0f} steps/min")
+        self._reset(now, done)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val_")}
+        if metrics:
+            shown = ", ".join(f"{k} {v:.5g}" for k, v in sorted(metrics.items()))
+            rank_zero_info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} validated: {shown}")
