@@ -4,7 +4,10 @@ For perov_5 and carbon_24 (fixed 80/10/10 split, seed 0, ``common.load_split``)
 and for each sampling configuration (``plain``: no guidance; ``physics``:
 repulsion + learned-energy guidance, the default; ``relaxed``: the physics samples
 relaxed with the energy model at their condition's pressure, what
-``get_structures(relax=True)`` returns) it writes to ``--out`` and prints:
+``get_structures(relax=True)`` returns; ``settled``: the physics samples after
+``--settle-steps`` FIRE steps on the atoms at fixed cell, ``get_structures(relax=True)``
+with ``relax_kwargs={"relax_cell": False, "steps": N, "pressure": 0}``) it writes to
+``--out`` and prints:
 
 - validity (structural, compositional), COV-R / COV-P, density and #elements
   EMD against the test split (section ``memorisation``: the training split scored
@@ -64,7 +67,8 @@ from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 
 #: sampling configurations: the flow alone, with the default physics guidance, and
 #: the guided samples relaxed with the energy model (``get_structures(relax=True)``)
-CONFIGS = {"plain": {"physics": False}, "physics": {"physics": True}, "relaxed": {"physics": True, "relax": True}}
+CONFIGS = {"plain": {"physics": False}, "physics": {"physics": True}, "relaxed": {"physics": True, "relax": True},
+           "settled": {"physics": True, "relax": True, "settle": True}}
 SECTIONS = ("memorisation", "metrics", "relax", "csp", "targeting", "speed")
 FP_CHUNK = 250
 
@@ -148,6 +152,8 @@ def _configured(args, config: str) -> tuple[CrystalStructureSource, bool]:
     """The source of a sampling configuration and whether its samples are relaxed."""
     options = dict(CONFIGS[config])
     relax = options.pop("relax", False)
+    if options.pop("settle", False):  # a few steps on the atoms only: the cell (and density) stays
+        options["relax_kwargs"] = {"relax_cell": False, "steps": args.settle_steps, "pressure": 0.0}
     return _source(args, **options), relax
 
 
@@ -158,6 +164,8 @@ def _tag(args, config: str | None = None) -> str:
     tag = f"steps{args.steps}" + (f"_speedup{args.coord_speedup:g}" if args.coord_speedup is not None else "")
     tag += f"_pow{args.time_power:g}" if args.time_power is not None else ""
     tag += f"_latent{args.latent_noise:g}" if getattr(args, "latent_noise", None) is not None else ""
+    if config is not None and CONFIGS[config].get("settle"):
+        tag += f"_settle{args.settle_steps}"
     if config is not None and CONFIGS[config].get("physics"):
         tag += f"_energy{args.energy_weight:g}" if args.energy_weight is not None else ""
         tag += f"_start{args.guidance_start:g}" if args.guidance_start is not None else ""
@@ -326,6 +334,8 @@ def main() -> None:
     ap.add_argument("--datasets", default="perov_5,carbon_24")
     ap.add_argument("--sections", default="memorisation,metrics,relax,csp,targeting", help=f"subset of {','.join(SECTIONS)}")
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--settle-steps", type=int, default=30,
+                    help="FIRE steps on the atoms at fixed cell of the settled configuration")
     ap.add_argument("--energy-weight", type=float, default=None,
                     help="weight of the learned-energy guidance of the physics configuration "
                          "(default: CrystalStructureSource's)")
