@@ -65,8 +65,9 @@ from crystalgnn_plugins._atomic import atomic_write, atomic_write_json  # noqa: 
 from crystalgnn_plugins.generation import CrystalStructureSource  # noqa: E402
 from crystalgnn_plugins.metrics import generation as gm  # noqa: E402
 
-#: sampling configurations: the flow alone, with the default physics guidance, and
-#: the guided samples relaxed with the energy model (``get_structures(relax=True)``)
+#: sampling configurations: the flow alone, with the default physics guidance, the
+#: guided samples relaxed with the energy model (``get_structures(relax=True)``), and
+#: the guided samples after a few relaxation steps of the atoms at fixed cell
 CONFIGS = {"plain": {"physics": False}, "physics": {"physics": True}, "relaxed": {"physics": True, "relax": True},
            "settled": {"physics": True, "relax": True, "settle": True}}
 SECTIONS = ("memorisation", "metrics", "relax", "csp", "targeting", "speed")

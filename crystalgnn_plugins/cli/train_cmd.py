@@ -60,8 +60,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--checkpoint-dir", help="checkpoint directory (default OUT/checkpoints)")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--progress-lines", type=float, default=None, metavar="MINUTES",
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--no-progress", action="store_true", help="no progress bar")
+    shown.add_argument("--progress-lines", type=float, default=None, metavar="MINUTES",
                    help="instead of the progress bar, a log line every MINUTES and one per epoch "
                    "(for output going to a file)")
     p.add_argument("--accelerator", default="auto")
@@ -122,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         weights={"forces": args.force_weight, "stress": args.stress_weight, "energies": args.site_energy_weight},
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         patience=args.patience, seed=args.seed, out_dir=args.out, checkpoint_dir=args.checkpoint_dir,
-        resume=args.resume, progress=args.progress_lines if args.progress_lines is not None else not args.no_progress, accelerator=args.accelerator,
+        resume=args.resume, progress=args.progress_lines if args.progress_lines is not None else not args.no_progress,
+        accelerator=args.accelerator,
         devices=devices, strategy=args.strategy, num_nodes=args.num_nodes,
         fit_normalisation=not args.init_from, ema_decay=args.ema_decay,
     )

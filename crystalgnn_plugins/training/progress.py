@@ -21,16 +21,20 @@ class ProgressLines(L.Callback):
         if not (isinstance(every_minutes, (int, float)) and math.isfinite(every_minutes) and every_minutes > 0):
             raise ValueError(f"progress lines need a positive number of minutes, got {every_minutes!r}")
         self.every_s = 60.0 * float(every_minutes)
-        self._reset(time.perf_counter(), 0)
+        self._reset(time.perf_counter(), None)
 
-    def _reset(self, now: float, batch: int) -> None:
+    def _reset(self, now: float, batch: int | None) -> None:
         self._t0, self._batch0, self._loss_sum, self._loss_n = now, batch, 0.0, 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._reset(time.perf_counter(), 0)
+        # the batches done before are known at the first one: a run resumed within an
+        # epoch starts there, not at batch 0
+        self._reset(time.perf_counter(), None)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
+        if self._batch0 is None:
+            self._batch0 = batch_idx
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if loss is not None:
             self._loss_sum += float(loss.detach())

@@ -48,7 +48,7 @@ def test_loader_state_resumes_the_epoch_with_the_unseen_batches():
     assert len(list(fresh)) == 6
 
 
-def test_training_killed_mid_epoch_resumes_with_the_unseen_batches(emt_data, tmp_path, monkeypatch):
+def test_training_killed_mid_epoch_resumes_with_the_unseen_batches(emt_data, tmp_path, monkeypatch, caplog):
     """``checkpoint_minutes``: ``last.ckpt`` is written within the epoch; a run killed
     in its second epoch and resumed trains the rest of that epoch on exactly the frames
     it had not seen in it (2 epochs of 3 batches, 6 optimiser steps in all)."""
@@ -60,7 +60,8 @@ def test_training_killed_mid_epoch_resumes_with_the_unseen_batches(emt_data, tmp
         torch.manual_seed(0)
         model = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0}, hidden=8)
         return train(train_set, val_set, model=model, targets=["energy"], epochs=2, batch_size=8,
-                     out_dir=tmp_path, resume=resume, progress=False, seed=7, checkpoint_minutes=1e-9)
+                     out_dir=tmp_path, resume=resume, progress=1e-9 if resume else False, seed=7,
+                     checkpoint_minutes=1e-9)
 
     real_step = CrystalModule.training_step
     frames = []  # the energies of each trained batch identify its frames
@@ -84,3 +85,6 @@ def test_training_killed_mid_epoch_resumes_with_the_unseen_batches(emt_data, tmp
     assert second_epoch == pytest.approx(sorted(float(r.targets["energy"]) for r in train_set), rel=1e-6)
     last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 6
+    # progress lines of the resumed run count on from where the epoch stopped
+    steps = [r.getMessage() for r in caplog.records if " step " in r.getMessage()]
+    assert [line.split(" (")[0] for line in steps] == ["epoch 2/2 step 2/3", "epoch 2/2 step 3/3"]
