@@ -291,7 +291,7 @@ def _targeting(args) -> dict:
                      "fraction_below": float((y < args.threshold).mean()) if len(y) else None,
                      "median_prediction": float(np.median(y)) if len(y) else None,
                      "comp_validity": float(np.mean([gm.compositional_validity(s) for s in valid])) if valid else None,
-                     "uniqueness": gm.uniqueness(valid) if valid else None}
+                     "uniqueness": gm.uniqueness(valid, n_jobs=args.n_jobs) if valid else None}
     if out["unguided"]["fraction_below"]:
         out["ratio"] = out["guided"]["fraction_below"] / out["unguided"]["fraction_below"]
     return out
@@ -356,7 +356,7 @@ def main() -> None:
     ap.add_argument("--projection-steps", type=int, default=None,
                     help="physics configurations: final repulsion descent steps (default: the source's, 10)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n-jobs", type=int, default=2, help="processes for the fingerprints")
+    ap.add_argument("--n-jobs", type=int, default=2, help="processes for the fingerprints and the uniqueness and novelty matching")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="delete the cache in --out first")
     ap.add_argument("--out", required=True)
@@ -386,7 +386,7 @@ def main() -> None:
                 train_fps = _fingerprints(split["train"], ds_dir / "training_fps", args.n_jobs)
                 res["memorisation"] = gm.evaluate_generation(
                     split["train"], split["test"], dataset=dataset, reference_fps=ref_fps, generated_fps=train_fps,
-                    uniqueness_samples=match, seed=args.seed)
+                    uniqueness_samples=match, seed=args.seed, n_jobs=args.n_jobs)
                 print(dataset, "memorisation", json.dumps(res["memorisation"], indent=1, default=float), flush=True)
                 atomic_write_json(report_path, report)
         for config in [c for c in args.configs.split(",") if c]:
@@ -399,7 +399,7 @@ def main() -> None:
                 gen_fps = _fingerprints(_valid_rows(structures), cfg_dir / "fps", args.n_jobs)
                 metrics = gm.evaluate_generation(
                     structures, split["test"], training=split["train"], dataset=dataset, reference_fps=ref_fps,
-                    generated_fps=gen_fps, novelty_samples=match, uniqueness_samples=match, seed=args.seed)
+                    generated_fps=gen_fps, novelty_samples=match, uniqueness_samples=match, seed=args.seed, n_jobs=args.n_jobs)
                 res.setdefault(key, {}).update(metrics, sampling=extra)
             if "relax" in sections:
                 res.setdefault(key, {})["relaxation"] = _cached_json(

@@ -174,6 +174,18 @@ def _stack(rows: Sequence[np.ndarray | None]) -> np.ndarray:
     return out
 
 
+def _starmap(function, tasks: list[tuple], n_jobs: int, chunksize: int = 1) -> list:
+    """``[function(*task) for task in tasks]``, in ``n_jobs`` spawned processes if ``n_jobs > 1``
+    (spawned, not forked: no fork after torch/OpenMP in the parent)."""
+    if n_jobs <= 1 or len(tasks) <= 1:
+        return [function(*task) for task in tasks]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(n_jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(function, *zip(*tasks), chunksize=chunksize))
+
+
 def fingerprints(structures: Sequence[Structure | None], n_jobs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """CDVAE fingerprints ``(struct_fps, comp_fps)``: the site-averaged CrystalNN "ops"
     fingerprint (dimensionless, 61 columns) and the Magpie element-property statistics
@@ -183,19 +195,9 @@ def fingerprints(structures: Sequence[Structure | None], n_jobs: int = 1) -> tup
     items = list(structures)
     todo = [i for i, s in enumerate(items) if s is not None]
     results: list[tuple[Any, Any]] = [(None, None)] * len(items)
-    if n_jobs > 1 and len(todo) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        ctx = multiprocessing.get_context("spawn")  # no fork after torch/OpenMP in the parent
-        chunk = max(1, len(todo) // (8 * n_jobs))
-        with ProcessPoolExecutor(n_jobs, mp_context=ctx) as pool:
-            done = pool.map(_fingerprint_one, [items[i] for i in todo], chunksize=chunk)
-            for i, r in zip(todo, done):
-                results[i] = r
-    else:
-        for i in todo:
-            results[i] = _fingerprint_one(items[i])
+    done = _starmap(_fingerprint_one, [(items[i],) for i in todo], n_jobs, max(1, len(todo) // (8 * n_jobs)))
+    for i, r in zip(todo, done):
+        results[i] = r
     return _stack([r[0] for r in results]), _stack([r[1] for r in results])
 
 
@@ -350,22 +352,35 @@ def _matcher() -> Any:
     return StructureMatcher()
 
 
-def uniqueness(structures: Sequence[Structure], max_samples: int | None = None, seed: int = 0) -> float:
+def _groups_in_bucket(reduced: list[Structure]) -> int:
+    """Distinct crystals among the reduced structures of one bucket (greedy grouping)."""
+    matcher = _matcher()
+    groups = 0
+    todo = list(reduced)
+    while todo:
+        first, todo = todo[0], todo[1:]
+        todo = [r for r in todo if not matcher.fit(first, r, skip_structure_reduction=True)]
+        groups += 1
+    return groups
+
+
+def _novel_in_bucket(reduced: list[Structure], known: list[Structure]) -> int:
+    """How many of ``reduced`` match none of ``known`` (reduced structures of one bucket)."""
+    matcher = _matcher()
+    return sum(not any(matcher.fit(r, t, skip_structure_reduction=True) for t in known) for r in reduced)
+
+
+def uniqueness(structures: Sequence[Structure], max_samples: int | None = None, seed: int = 0,
+               n_jobs: int = 1) -> float:
     """Number of distinct crystals divided by the number of samples (``StructureMatcher``
     defaults; samples grouped greedily like ``StructureMatcher.group_structures``).
-    With ``max_samples``, on a random subset of that size (``seed``)."""
+    With ``max_samples``, on a random subset of that size (``seed``); ``n_jobs > 1``
+    compares the buckets of (formula, primitive sites) in that many processes (same result)."""
     items = _subset(structures, max_samples, seed)
     if not items:
         return float("nan")
-    matcher = _matcher()
-    groups = 0
-    for bucket in _buckets(items).values():
-        todo = [r for _, r in bucket]
-        while todo:
-            first, todo = todo[0], todo[1:]
-            todo = [r for r in todo if not matcher.fit(first, r, skip_structure_reduction=True)]
-            groups += 1
-    return groups / len(items)
+    buckets = sorted(([r for _, r in b] for b in _buckets(items).values()), key=len, reverse=True)
+    return sum(_starmap(_groups_in_bucket, [(b,) for b in buckets], n_jobs)) / len(items)
 
 
 def novelty(
@@ -373,19 +388,22 @@ def novelty(
     training: Sequence[Structure],
     max_samples: int | None = None,
     seed: int = 0,
+    n_jobs: int = 1,
 ) -> float:
     """Fraction of samples that match no training crystal (``StructureMatcher`` defaults,
-    which rescale volumes). With ``max_samples``, on a random subset of the samples."""
+    which rescale volumes). With ``max_samples``, on a random subset of the samples;
+    ``n_jobs > 1`` compares chunks of samples in that many processes (same result)."""
     items = _subset(structures, max_samples, seed)
     if not items:
         return float("nan")
-    matcher = _matcher()
     train = _buckets(training)
-    novel = 0
+    tasks = []
     for key, bucket in _buckets(items).items():
         known = [r for _, r in train.get(key, [])]
-        novel += sum(not any(matcher.fit(r, t, skip_structure_reduction=True) for t in known) for _, r in bucket)
-    return novel / len(items)
+        reduced = [r for _, r in bucket]
+        step = max(1, -(-len(reduced) // (4 * n_jobs))) if known else len(reduced)
+        tasks += [(reduced[lo : lo + step], known) for lo in range(0, len(reduced), step)]
+    return sum(_starmap(_novel_in_bucket, tasks, n_jobs)) / len(items)
 
 
 # ----------------------------------------------------------------------------- structure prediction
@@ -479,7 +497,7 @@ def evaluate_generation(
     fewer) against all reference crystals, as CDVAE does, with the spread of that figure
     over 50 subsets and the EMDs of all valid samples beside them (:func:`_emd_spread`);
     uniqueness and novelty (against ``training``) are over the valid samples, optionally
-    on seeded subsets. Pass ``reference_fps``
+    on seeded subsets; ``n_jobs`` processes featurise and match. Pass ``reference_fps``
     (from ``fingerprints(reference)``) to reuse them across evaluations, and
     ``generated_fps`` (``fingerprints`` of ``generated``, rows of invalid samples are
     ignored) when they were computed before, e.g. in resumable chunks."""
@@ -513,7 +531,7 @@ def evaluate_generation(
     out["density_emd"] = density_emd(emd_set, reference) if emd_set else float("nan")
     out["num_elements_emd"] = num_elements_emd(emd_set, reference) if emd_set else float("nan")
     out.update(_emd_spread(valid, reference, emd_samples, seed))
-    out["uniqueness"] = uniqueness(valid, uniqueness_samples, seed) if valid else float("nan")
+    out["uniqueness"] = uniqueness(valid, uniqueness_samples, seed, n_jobs) if valid else float("nan")
     if training is not None:
-        out["novelty"] = novelty(valid, training, novelty_samples, seed) if valid else float("nan")
+        out["novelty"] = novelty(valid, training, novelty_samples, seed, n_jobs) if valid else float("nan")
     return out

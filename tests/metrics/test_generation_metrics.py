@@ -196,6 +196,16 @@ def test_novelty() -> None:
     assert gm.novelty(samples, training, max_samples=2, seed=1) in (0.0, 0.5, 1.0)
 
 
+def test_uniqueness_and_novelty_in_processes_agree() -> None:
+    """``n_jobs=2`` splits the matching over spawned processes and counts the same."""
+    nacl, dia = rocksalt(), diamond()
+    samples = [nacl, moved(nacl), rocksalt(primitive=False), cscl_type(), dia, moved(dia, seed=2),
+               diamond(5.43, "Ge"), rocksalt(5.64 * 1.03 ** (1 / 3))]
+    training = [rocksalt(primitive=False), diamond()]
+    assert gm.uniqueness(samples, n_jobs=2) == gm.uniqueness(samples) == pytest.approx(4 / 8)
+    assert gm.novelty(samples, training, n_jobs=2) == gm.novelty(samples, training) == pytest.approx(2 / 8)
+
+
 def test_buckets_agree_with_structure_matcher() -> None:
     """Crystals in different buckets (primitive sizes) never match with the defaults."""
     from pymatgen.analysis.structure_matcher import StructureMatcher
