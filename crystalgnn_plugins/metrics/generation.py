@@ -231,6 +231,29 @@ def _comp_scaler(comp_scaler, reference: np.ndarray):
     return lambda x: np.nan_to_num((x - mean) / std)
 
 
+def fingerprint_distances(
+    generated_fps: tuple[np.ndarray, np.ndarray],
+    reference_fps: tuple[np.ndarray, np.ndarray],
+    comp_scaler: str | tuple[np.ndarray, np.ndarray] = "broad",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances ``(structure, composition)``, each of shape (generated, reference),
+    between ``(struct_fps, comp_fps)`` pairs as :func:`coverage` measures them (composition
+    fingerprints standardised by ``comp_scaler``); rows and columns of crystals without
+    fingerprints are NaN. For looking at single crystals, e.g. the references a sampler misses."""
+    from scipy.spatial.distance import cdist
+
+    g_struc, g_comp = (np.asarray(a, dtype=float) for a in generated_fps)
+    r_struc, r_comp = (np.asarray(a, dtype=float) for a in reference_fps)
+    g_ok, r_ok = _fingerprinted(g_struc, g_comp), _fingerprinted(r_struc, r_comp)
+    d_struc = np.full((len(g_ok), len(r_ok)), np.nan)
+    d_comp = np.full((len(g_ok), len(r_ok)), np.nan)
+    if g_ok.any() and r_ok.any():
+        scale = _comp_scaler(comp_scaler, r_comp[r_ok])
+        d_struc[np.ix_(g_ok, r_ok)] = cdist(g_struc[g_ok], r_struc[r_ok])
+        d_comp[np.ix_(g_ok, r_ok)] = cdist(scale(g_comp[g_ok]), scale(r_comp[r_ok]))
+    return d_struc, d_comp
+
+
 def coverage(
     generated_fps: tuple[np.ndarray, np.ndarray],
     reference_fps: tuple[np.ndarray, np.ndarray],
@@ -253,22 +276,16 @@ def coverage(
     asks for one generated crystal within both); precision counts generated crystals
     likewise and divides by ``num_generated`` (default: all rows of ``generated_fps``).
     ``amsd_*``/``amcd_*`` are the mean nearest structure/composition distances."""
-    from scipy.spatial.distance import cdist
-
-    g_struc, g_comp = (np.asarray(a, dtype=float) for a in generated_fps)
-    r_struc, r_comp = (np.asarray(a, dtype=float) for a in reference_fps)
-    n_gen = len(g_struc) if num_generated is None else int(num_generated)
-    g_ok = _fingerprinted(g_struc, g_comp)
-    r_ok = _fingerprinted(r_struc, r_comp)
+    g_ok = _fingerprinted(*(np.asarray(a, dtype=float) for a in generated_fps))
+    r_ok = _fingerprinted(*(np.asarray(a, dtype=float) for a in reference_fps))
+    n_gen = len(g_ok) if num_generated is None else int(num_generated)
     out = {"num_generated": n_gen, "num_fingerprinted": int(g_ok.sum()), "num_reference": int(r_ok.sum())}
     if not g_ok.any() or not r_ok.any():
         nan = float("nan")
         return {**out, "cov_recall": 0.0, "cov_precision": 0.0, "cov_recall_joint": 0.0,
                 "cov_precision_joint": 0.0, "amsd_recall": nan, "amsd_precision": nan,
                 "amcd_recall": nan, "amcd_precision": nan}
-    scale = _comp_scaler(comp_scaler, r_comp[r_ok])
-    d_struc = cdist(g_struc[g_ok], r_struc[r_ok])
-    d_comp = cdist(scale(g_comp[g_ok]), scale(r_comp[r_ok]))
+    d_struc, d_comp = (d[g_ok][:, r_ok] for d in fingerprint_distances(generated_fps, reference_fps, comp_scaler))
     joint = (d_struc <= struc_cutoff) & (d_comp <= comp_cutoff)
     recalled = (d_struc.min(axis=0) <= struc_cutoff) & (d_comp.min(axis=0) <= comp_cutoff)
     precise = (d_struc.min(axis=1) <= struc_cutoff) & (d_comp.min(axis=1) <= comp_cutoff)

@@ -280,7 +280,8 @@ def test_latent_bank_is_built_and_keys_the_sample_cache(csvs, named_generator, e
 def test_energy_and_size_diagnostics_read_the_evaluation_cache(csvs, named_generator, energy_model_dir, tmp_path, monkeypatch):
     """``coverage_by_energy.py`` splits the cached samples' COV-P by their learned energy:
     thresholds rise, so the kept fractions do; with no threshold it is the evaluation's COV-P.
-    ``uniqueness_by_size.py`` splits uniqueness by atom count."""
+    ``uniqueness_by_size.py`` splits uniqueness by atom count; ``missed_recall.py`` lists the
+    test crystals COV-R misses."""
     cbe = importlib.import_module("coverage_by_energy")
     perov_csv, carbon_csv = csvs
     out = tmp_path / "eval"
@@ -313,3 +314,17 @@ def test_energy_and_size_diagnostics_read_the_evaluation_cache(csvs, named_gener
     assert sum(v["count"] for v in sizes["samples"].values()) == sizes["num_samples"]
     assert sum(v["count"] for v in sizes["training"].values()) == 8  # carbon_24 training split
     assert all(_fraction(v["uniqueness"]) for part in ("samples", "training") for v in sizes[part].values())
+
+    # missed_recall.py on the same cache: the crystals it lists are exactly the ones COV-R misses
+    mr = importlib.import_module("missed_recall")
+    assert mr.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(samples)]) == 0
+    missed = json.loads((samples / "missed_recall.json").read_text())
+    assert missed["recall"] == pytest.approx(metrics["cov_recall"])
+    assert len(missed["missed"]) == round((1 - metrics["cov_recall"]) * missed["num_reference"])
+    cut = missed["cutoffs"]
+    for row in missed["missed"]:
+        assert row["nearest_structure_distance"] > cut["struc"] or row["nearest_composition_distance"] > cut["comp"]
+        assert row["nearest_sample"]["structure_distance"] == pytest.approx(row["nearest_structure_distance"], abs=1e-4)
+        assert "nearest_training" not in row  # the memorisation section did not run
+    with pytest.raises(SystemExit, match="missing"):
+        mr.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(tmp_path / "nowhere")])

@@ -124,6 +124,21 @@ def test_coverage_invalid_rows_lower_precision() -> None:
     assert only_valid["cov_precision"] == pytest.approx(4 / 6)
 
 
+def test_fingerprint_distances_per_crystal() -> None:
+    """The distance matrices behind COV: NaN for crystals without fingerprints, and the
+    per-reference minima decide recall as in ``coverage``."""
+    ref = _fps()
+    gen = tuple(a.copy() for a in ref)
+    gen[0][:2] = np.nan
+    gen[0][2, 0] += 0.5  # generated crystal 2 moves away from reference 2
+    d_struc, d_comp = gm.fingerprint_distances(gen, ref, comp_scaler=SCALER)
+    assert d_struc.shape == d_comp.shape == (6, 6)
+    assert np.isnan(d_struc[:2]).all() and np.isnan(d_comp[:2]).all()
+    assert d_struc[2, 2] == pytest.approx(0.5) and d_comp[2, 2] == pytest.approx(0.0)
+    recalled = (np.nanmin(d_struc, axis=0) <= 0.2) & (np.nanmin(d_comp, axis=0) <= 4.0)
+    assert recalled.mean() == pytest.approx(gm.coverage(gen, ref, 0.2, 4.0, comp_scaler=SCALER)["cov_recall"])
+
+
 def test_coverage_cutoffs() -> None:
     ref = _fps()
     gen = tuple(a.copy() for a in ref)
