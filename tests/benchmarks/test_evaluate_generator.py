@@ -317,7 +317,8 @@ def test_energy_and_size_diagnostics_read_the_evaluation_cache(csvs, named_gener
 
     # missed_recall.py on the same cache: the crystals it lists are exactly the ones COV-R misses
     mr = importlib.import_module("missed_recall")
-    assert mr.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(samples)]) == 0
+    assert mr.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(samples),
+                    "--csp", "2", "--model", str(named_generator)]) == 0
     missed = json.loads((samples / "missed_recall.json").read_text())
     assert missed["recall"] == pytest.approx(metrics["cov_recall"])
     assert len(missed["missed"]) == round((1 - metrics["cov_recall"]) * missed["num_reference"])
@@ -326,5 +327,6 @@ def test_energy_and_size_diagnostics_read_the_evaluation_cache(csvs, named_gener
         assert row["nearest_structure_distance"] > cut["struc"] or row["nearest_composition_distance"] > cut["comp"]
         assert row["nearest_sample"]["structure_distance"] == pytest.approx(row["nearest_structure_distance"], abs=1e-4)
         assert "nearest_training" not in row  # the memorisation section did not run
+        assert row["csp"]["num"] == len(row["csp"]["distances"]) == 2 and 0 <= row["csp"]["within_cutoff"] <= 2
     with pytest.raises(SystemExit, match="missing"):
         mr.main(["--csv", str(carbon_csv), "--dataset", "carbon_24", "--samples", str(tmp_path / "nowhere")])
