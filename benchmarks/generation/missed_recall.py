@@ -49,19 +49,16 @@ def describe(structure) -> dict:
 
 def nearest(d_struc: np.ndarray, column: int, structures: list) -> dict:
     """The crystal of ``structures`` nearest (structure fingerprint) to reference ``column``."""
-    dist = np.where(np.isnan(d_struc[:, column]), np.inf, d_struc[:, column])
-    i = int(np.argmin(dist))
-    return {"index": i, "structure_distance": round(float(dist[i]), 4), **describe(structures[i])}
+    i = int(np.argmin(d_struc[:, column]))
+    return {"index": i, "structure_distance": round(float(d_struc[i, column]), 4), **describe(structures[i])}
 
 
-def csp_distances(crystal, fingerprint: np.ndarray, n: int, model: str, seed: int) -> dict:
-    """``n`` generated structures of ``crystal``'s formula: nearest structure-fingerprint
-    distance to ``fingerprint`` and how many lie within the structure cutoff."""
+def csp_distances(source, crystal, fingerprint: np.ndarray, n: int, seed: int) -> dict:
+    """``n`` structures of ``crystal``'s formula from ``source``: nearest structure-fingerprint
+    distance to ``fingerprint`` and all the distances."""
     from scipy.spatial.distance import cdist
 
-    from crystalgnn_plugins.generation import CrystalStructureSource
-
-    out = CrystalStructureSource(model).get_structures(n, composition=crystal.composition.reduced_formula, seed=seed)
+    out = source.get_structures(n, composition=crystal.composition.reduced_formula, seed=seed)
     d = cdist(gm.fingerprints(out)[0], fingerprint[None, :])[:, 0]
     return {"num": n, "nearest_structure_distance": round(float(np.nanmin(d)), 4), "distances": [round(float(x), 4) for x in d]}
 
@@ -92,11 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     train_fps = _fingerprints([None] * len(split["train"]), train_dir, 1) if train_dir.exists() else None
 
     cut = gm.COV_CUTOFFS[args.dataset]
-    d_struc, d_comp = gm.fingerprint_distances(gen_fps, ref_fps)
-    near_struc = np.nanmin(np.where(np.isnan(d_struc), np.inf, d_struc), axis=0)
-    near_comp = np.nanmin(np.where(np.isnan(d_comp), np.inf, d_comp), axis=0)
+    # distances to crystals without fingerprints: infinite
+    d_struc, d_comp = (np.nan_to_num(d, nan=np.inf) for d in gm.fingerprint_distances(gen_fps, ref_fps))
+    near_struc, near_comp = d_struc.min(axis=0), d_comp.min(axis=0)
     missed = np.where(~((near_struc <= cut["struc"]) & (near_comp <= cut["comp"])))[0]
-    t_struc = gm.fingerprint_distances(train_fps, ref_fps)[0] if train_fps is not None else None
+    t_struc = np.nan_to_num(gm.fingerprint_distances(train_fps, ref_fps)[0], nan=np.inf) if train_fps is not None else None
+    if args.csp and len(missed):
+        from crystalgnn_plugins.generation import CrystalStructureSource
+
+        source = CrystalStructureSource(args.model)  # loaded once for all missed crystals
     rows = []
     for j in missed:
         crystal = split["test"][j]
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         if t_struc is not None:
             row["nearest_training"] = nearest(t_struc, j, split["train"])
         if args.csp:
-            row["csp"] = csp_distances(crystal, ref_fps[0][j], args.csp, args.model, args.seed)
+            row["csp"] = csp_distances(source, crystal, ref_fps[0][j], args.csp, args.seed)
             row["csp"]["within_cutoff"] = sum(x <= cut["struc"] for x in row["csp"]["distances"])
         rows.append(row)
         print(f"{row['material_id']} {row['formula']} {row['space_group']} a,b,c {row['abc']}: nearest sample "
