@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,7 @@ from crystalgnn_plugins import plugins
 from crystalgnn_plugins.calculators import GNNCalculator
 from crystalgnn_plugins.hookspecs import hookimpl
 from crystalgnn_plugins.models import EnergyModel, ModelFileError, save_model
-from crystalgnn_plugins.models.pretrained import available_models, resolve_model
+from crystalgnn_plugins.models.pretrained import available_models, model_path, pretrained_path, resolve_model
 
 
 @pytest.fixture
@@ -57,3 +58,25 @@ def test_unknown_and_broken_names_are_clear(plugin):
         resolve_model("nope")
     with pytest.raises(ModelFileError, match="'broken' is registered at .*missing"):
         resolve_model("broken")
+
+
+def test_a_folder_without_a_model_does_not_hide_a_registered_name(saved, plugin, tmp_path, monkeypatch):
+    """A folder called like a registered model (e.g. ``default``) in the working
+    directory does not break ``GNNCalculator()``/``resolve_model(name)``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cu-test").mkdir()
+    (tmp_path / "default").mkdir()
+    with pytest.warns(UserWarning, match="'cu-test' is taken as the registered model"):
+        assert isinstance(resolve_model("cu-test"), EnergyModel)
+    assert model_path(None) == pretrained_path("default")  # no argument: never the folder
+    # a folder holding a saved model still wins over the name
+    model, path = saved
+    save_model(model, tmp_path / "cu-test")
+    assert model_path("cu-test") == Path("cu-test")
+
+
+def test_a_run_folder_points_to_its_model(saved, tmp_path):
+    model, _ = saved
+    save_model(model, tmp_path / "run" / "model")
+    with pytest.raises(ModelFileError, match=r"no saved model here .*did you mean .*run/model\?"):
+        resolve_model(tmp_path / "run")
