@@ -26,6 +26,7 @@ Built in:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,6 +230,9 @@ class PropertyTerm:
     Exactly one of ``below`` (penalty ``relu(y - below)``), ``above``
     (``relu(above - y)``) or ``near`` (``(y - near)²``) is given, in the model's
     units. ``soft_species`` makes the term differentiable in the species too.
+    ``model`` must be a property model (one with a ``target`` output, e.g. from
+    ``crystalgnn train --target ...``), given as an instance, a directory or a
+    registered name; an energy model raises ``ValueError``.
     """
 
     def __init__(
@@ -246,7 +250,15 @@ class PropertyTerm:
             raise ValueError("PropertyTerm needs exactly one of below=, above= or near=")
         from crystalgnn_plugins.models.pretrained import resolve_model
 
-        self.model = resolve_model(model) if isinstance(model, str) else model
+        self.model = resolve_model(model) if isinstance(model, (str, os.PathLike)) else model
+        if not isinstance(getattr(self.model, "target", None), str):
+            what = f"{str(model)!r}: " if isinstance(model, (str, os.PathLike)) else ""
+            hint = (", an energy model (energies guide sampling through energy_weight / EnergyTerm)"
+                    if hasattr(self.model, "atomic_energies") else ", which has no property target")
+            raise ValueError(
+                f"PropertyTerm needs a property model (trained with `crystalgnn train --target ...`), "
+                f"whose output it steers; got {what}{type(self.model).__name__}{hint}"
+            )
         self.model.eval()
         self.below, self.above, self.near = below, above, near
         self.weight, self.soft_species = float(weight), soft_species

@@ -16,6 +16,7 @@ Every structure carries its provenance in ``Structure.properties["generation"]``
 from __future__ import annotations
 
 import os
+import re
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -448,19 +449,26 @@ class CrystalStructureSource:
             out["guidance_every"] = self.guidance_every[name]
         return out
 
-    def _plan(self, n, composition, chemsys, num_atoms, condition, rng):
-        """Atom counts, fixed species and allowed species for ``n`` crystals."""
+    def _plan(self, n, composition, chemsys, num_atoms, condition, rng, known: set[str] | None = None):
+        """Atom counts, fixed species and allowed species for ``n`` crystals; ``known``:
+        the elements of a property target's model (``None``: any), to which the species
+        are restricted."""
         from pymatgen.core import Composition
 
         flow = self.flow
         k = len(flow.elements)
         species = allowed = None
         if composition is not None:
+            if isinstance(composition, str):
+                _check_formula(composition)
             comp = Composition(composition)
             symbols_in = {el.symbol for el in comp.elements}
             unknown = sorted(symbols_in - set(flow.elements))
             if unknown:
                 raise ValueError(f"composition {comp.formula!r}: elements {unknown} are unknown to this generator")
+            if known is not None and not symbols_in <= known:
+                raise ValueError(f"composition {comp.formula!r}: elements {sorted(symbols_in - known)} are unknown "
+                                 f"to the target's property model (it knows {sorted(known)})")
             if chemsys is not None and not symbols_in <= set(_chemsys_elements(chemsys)):
                 raise ValueError(f"composition {comp.formula!r} has elements outside chemsys {chemsys!r}")
             cond = flow.condition_index(condition) if condition is not None else self._condition_for(symbols_in)
@@ -482,7 +490,35 @@ class CrystalStructureSource:
             species = one.repeat(n)
             counts = torch.full((n,), len(symbols))
         else:
-            cond = flow.condition_index(condition)
+            els, what = None, None  # the elements the species are restricted to, and what restricts them
+            if chemsys is not None:
+                els = _chemsys_elements(chemsys)
+                what = f"chemsys {'-'.join(els)!r}"
+                unknown = sorted(set(els) - set(flow.elements))
+                if unknown:
+                    raise ValueError(f"{what}: elements {unknown} are unknown to this generator")
+            if known is not None:
+                pool = [e for e in (flow.elements if els is None else els) if e in known]
+                if not pool:
+                    raise ValueError(f"target: its property model knows none of the elements of "
+                                     f"{'this generator' if els is None else what} (it knows {sorted(known)})")
+                what = "target" if els is None else f"target with {what}"
+                if els is not None or len(pool) < k:
+                    els = pool
+            if condition is not None:
+                cond = flow.condition_index(condition)
+            elif els is not None:
+                cond = self._condition_with(els, what)
+            else:
+                cond = 0
+            if els is not None:
+                idx = [flow.elements.index(e) for e in els]
+                if known is not None and not bool((flow.species_probs[cond, idx] > 0).any()):
+                    raise ValueError(f"{what}: none of the elements the property model knows ({sorted(set(els))}) "
+                                     f"occurs in condition {flow.conditions[cond]!r}; nothing to sample")
+                mask = torch.zeros(k, dtype=torch.bool)
+                mask[idx] = True
+                allowed = mask.expand(n, k)
             if num_atoms is not None:
                 if not 1 <= int(num_atoms) <= len(flow.num_atoms_probs[cond]) - 1:
                     raise ValueError(f"num_atoms={num_atoms} is out of range for this generator")
@@ -490,15 +526,17 @@ class CrystalStructureSource:
             else:
                 probs = flow.num_atoms_probs[cond].cpu().double().numpy()
                 counts = torch.tensor(rng.choice(len(probs), size=n, p=probs / probs.sum()))
-            if chemsys is not None:
-                els = _chemsys_elements(chemsys)
-                unknown = sorted(set(els) - set(flow.elements))
-                if unknown:
-                    raise ValueError(f"chemsys {chemsys!r}: elements {unknown} are unknown to this generator")
-                mask = torch.zeros(k, dtype=torch.bool)
-                mask[[flow.elements.index(e) for e in els]] = True
-                allowed = mask.expand(n, k)
         return counts, species, allowed, torch.full((n,), cond)
+
+    def _condition_with(self, symbols: Sequence[str], what: str) -> int:
+        """The condition under which the elements carry the most training-species
+        probability (``what`` names them in the error if no condition has any)."""
+        probs = self.flow.species_probs.detach().cpu().double()
+        mass = probs[:, [self.flow.elements.index(e) for e in symbols]].sum(-1)
+        if not bool((mass > 0).any()):
+            raise ValueError(f"{what}: no condition of this generator ({self.conditions}) has any of the elements "
+                             f"{sorted(set(symbols))} in its training data")
+        return int(mass.argmax())
 
     def _condition_for(self, symbols: set[str]) -> int:
         """The condition under which the elements are most likely (training
@@ -529,23 +567,38 @@ class CrystalStructureSource:
         Args:
             n: number of structures.
             composition: a formula or ``Composition``: crystal structure
-                prediction for that composition (species fixed).
+                prediction for that composition (species fixed). The atom count is
+                the smallest multiple of the formula unit that the condition's training
+                cells have, so outside carbon_24 it is in practice limited to the
+                training cell sizes (perov_5 has only 5-atom cells: ``"Si"`` gives
+                Si5). A formula string with a number starting with a zero (``"SrTi03"``)
+                is refused: the letter O was meant.
             chemsys: e.g. ``"Sr-Ti-O"``: species restricted to these elements.
             num_atoms: atoms per cell (default: drawn from the training data).
             target: a :class:`~crystalgnn_plugins.generation.PropertyTerm` or the
-                dict of its arguments, e.g. ``{"model": path, "below": 0.44}``.
+                dict of its arguments, e.g. ``{"model": path, "below": 0.44}``. The
+                species are restricted to the elements the property model knows
+                (with ``chemsys``: to those of the chemsys); a ``composition`` with
+                others is refused.
             relax: relax every sample with the energy model (batched FIRE +
                 Fréchet cell filter; ``relax_kwargs``, default fmax 0.05 eV/Å, 500 steps).
-            seed: makes the sampling reproducible.
+            seed: makes the sampling reproducible: the same ``seed`` and arguments give
+                the same structures. The batch is drawn together, so the same seed
+                with another ``n`` gives different structures (not a prefix).
             condition: dataset the samples should resemble (``self.conditions``);
                 default: with a composition, the condition whose training species
-                make it most likely, else the first.
+                make it most likely; with a ``chemsys`` (or a ``target`` alone), the
+                condition under which its elements (those the target's model knows)
+                carry the most training-species probability; with none of these, the
+                first condition (``self.conditions[0]``; carbon_24 for the shipped
+                generator).
             valid_only: drop samples with distances below 0.5 Å or volume below
                 0.1 Å³ and sample again until ``n`` are valid (at most 10 rounds).
 
         Returns:
-            ``n`` pymatgen ``Structure``s; ``properties["generation"]`` holds the
-            provenance (generator, version, seed, condition, guidance, relaxation).
+            ``n`` pymatgen ``Structure``s with fractional coordinates in [0, 1);
+            ``properties["generation"]`` holds the provenance (generator, version,
+            seed, condition, guidance, relaxation).
         """
         from crystalgnn_plugins.generation.sampling import sample_flow
 
@@ -554,6 +607,7 @@ class CrystalStructureSource:
         rng = np.random.default_rng(seed)
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         terms = self._guidance(target)
+        known = _target_elements(terms[-1]) if target is not None else None  # the target is the last term
         directed = composition is not None or target is not None  # CSP or property targeting
         free = not directed and chemsys is None  # latent codes from the bank apply to free generation only
         out: list = []
@@ -564,7 +618,7 @@ class CrystalStructureSource:
             need = n - len(out)
             for lo in range(0, need, self.batch_size):
                 m = min(self.batch_size, need - lo)
-                counts, species, allowed, cond = self._plan(m, composition, chemsys, num_atoms, condition, rng)
+                counts, species, allowed, cond = self._plan(m, composition, chemsys, num_atoms, condition, rng, known)
                 z, name = None, self.flow.conditions[int(cond[0])]
                 if free and self.uses_latent(name, num_atoms):
                     counts, z = self.latent_bank.sample(name, m, rng, gen, num_atoms, noise=self.latent_noise[name])
@@ -647,7 +701,7 @@ class CrystalStructureSource:
         from pymatgen.core import Lattice, Structure
 
         sp = raw.species.cpu()
-        fr = raw.frac.detach().cpu().double().numpy()
+        fr = _wrapped(raw.frac.detach().cpu().double().numpy())
         lat = raw.lattice.detach().cpu().double().numpy()
         out, first = [], 0
         for b, cnt in enumerate(raw.num_atoms.tolist()):
@@ -697,6 +751,8 @@ class CrystalStructureSource:
         relaxed = []
         for s, res, pressure in zip(structures, results, pressures, strict=True):
             new = res.structure.copy()
+            for site, f in zip(new, _wrapped(new.frac_coords), strict=True):
+                site.frac_coords = f  # the same crystal, coordinates in [0, 1)
             new.properties = dict(s.properties)
             new.properties["generation"] = dict(s.properties["generation"])
             new.properties["generation"]["relaxation"] = {
@@ -709,6 +765,33 @@ class CrystalStructureSource:
             }
             relaxed.append(new)
         return relaxed
+
+
+#: a number that starts with a zero followed by a digit ("03"; not "0.5" or "10")
+_LEADING_ZERO = re.compile(r"(?<![\d.])0\d")
+
+
+def _check_formula(formula: str) -> None:
+    """Refuse a formula with a number such as ``03``: almost always the digit zero typed
+    for the letter O (pymatgen reads ``"SrTi03"`` as SrTi3)."""
+    match = _LEADING_ZERO.search(formula)
+    if match:
+        fixed = re.sub(r"(?<![\d.])0(?=\d)", "O", formula)
+        raise ValueError(f"composition {formula!r}: the number {match.group()!r} starts with the digit zero; "
+                         f"did you mean the letter O ({fixed!r})?")
+
+
+def _wrapped(frac: np.ndarray) -> np.ndarray:
+    """Fractional coordinates moved into [0, 1) by whole lattice vectors (the same crystal)."""
+    out = frac - np.floor(frac)
+    out[out >= 1.0] = 0.0  # a tiny negative coordinate rounds to 1.0
+    return out
+
+
+def _target_elements(term: Any) -> set[str] | None:
+    """The elements the model of a target term knows (``None``: any, or no model)."""
+    known = getattr(getattr(term, "model", None), "elements", None)
+    return None if known is None else set(known)
 
 
 def _chemsys_elements(chemsys: str | Sequence[str]) -> list[str]:

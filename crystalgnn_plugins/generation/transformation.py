@@ -3,6 +3,7 @@ one-to-many pymatgen transformation."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pymatgen.transformations.transformation_abc import AbstractTransformation
@@ -15,8 +16,11 @@ class GenerateStructuresTransformation(AbstractTransformation):
 
     ``apply_transformation(structure)`` returns one generated ``Structure`` of the
     same composition; with ``return_ranked_list=k`` it returns ``k`` candidates
-    as ``[{"structure": s, "energy": e}, ...]`` sorted by energy per atom (eV/atom,
-    from the energy model after relaxation; ``None`` without ``relax``).
+    as ``[{"structure": s, "energy": e, "energy_per_atom": e / len(s)}, ...]``, as
+    pymatgen's ``EnumerateStructureTransformation`` does: ``"energy"`` is the total
+    energy of the cell (eV) and the list is sorted by energy per atom (eV/atom),
+    lowest first; both from the energy model after relaxation (``None`` without
+    ``relax``, in the order generated).
 
     Args:
         model: generator (instance, directory or shipped name; ``None``: default).
@@ -53,9 +57,13 @@ class GenerateStructuresTransformation(AbstractTransformation):
         if return_ranked_list is False:
             return new[0]
 
-        def energy(s):
-            return s.properties["generation"].get("relaxation", {}).get("energy_per_atom_eV")
+        def entry(s) -> dict[str, Any]:
+            relaxation = s.properties["generation"].get("relaxation", {})
+            return {"structure": s, "energy": relaxation.get("energy_eV"),  # eV, total
+                    "energy_per_atom": relaxation.get("energy_per_atom_eV")}  # eV/atom
 
-        ranked = [{"structure": s, "energy": energy(s)} for s in new]
-        ranked.sort(key=lambda d: float("inf") if d["energy"] is None else d["energy"])
-        return ranked
+        def rank(d: dict[str, Any]) -> float:
+            e = d["energy_per_atom"]
+            return float("inf") if e is None or math.isnan(e) else e  # unrelaxed and failed ones last
+
+        return sorted((entry(s) for s in new), key=rank)

@@ -43,10 +43,10 @@ def test_ranked_list(model_dir, sto, k):
     ranked = make(model_dir).apply_transformation(sto, return_ranked_list=k)
     assert isinstance(ranked, list) and len(ranked) == k
     for item in ranked:
-        assert set(item) == {"structure", "energy"}
+        assert set(item) == {"structure", "energy", "energy_per_atom"}
         assert isinstance(item["structure"], Structure)
         assert item["structure"].composition == sto.composition  # composition of the input, same Z
-        assert item["energy"] is None  # not relaxed
+        assert item["energy"] is None and item["energy_per_atom"] is None  # not relaxed
 
 
 def test_ranked_list_true_gives_five(model_dir, sto):
@@ -59,17 +59,34 @@ def test_composition_with_two_formula_units(model_dir, sto):
     assert all(d["structure"].composition == big.composition for d in out)
 
 
-def test_relaxed_candidates_are_sorted_by_energy(model_dir, sto, tiny_energy_model, monkeypatch):
+def test_relaxed_candidates_are_sorted_by_energy_per_atom(model_dir, sto, tiny_energy_model, monkeypatch):
+    """As pymatgen's ``EnumerateStructureTransformation``: ``"energy"`` is the total energy
+    of the cell (eV), the ranking is by energy per atom (``"energy_per_atom"``, eV/atom)."""
     import crystalgnn_plugins.relaxation as relaxation
 
     monkeypatch.setattr(relaxation, "relax", functools.partial(relaxation.relax, steps=3))
     stiff = copy.deepcopy(tiny_energy_model)
     stiff.scale.fill_(300.0)
     ranked = make(model_dir, relax=True, energy_model=stiff).apply_transformation(sto, return_ranked_list=3)
-    energies = [d["energy"] for d in ranked]
-    assert all(np.isfinite(energies)) and energies == sorted(energies)
+    per_atom = [d["energy_per_atom"] for d in ranked]
+    assert all(np.isfinite(per_atom)) and per_atom == sorted(per_atom)
     for d in ranked:
-        assert d["energy"] == d["structure"].properties["generation"]["relaxation"]["energy_per_atom_eV"]
+        relaxation_record = d["structure"].properties["generation"]["relaxation"]
+        assert d["energy"] == relaxation_record["energy_eV"]
+        assert d["energy_per_atom"] == relaxation_record["energy_per_atom_eV"]
+        assert d["energy"] == pytest.approx(d["energy_per_atom"] * len(d["structure"]))
+
+
+def test_unrelaxed_and_failed_candidates_rank_last(model_dir, sto, monkeypatch):
+    t = make(model_dir)
+    fake = [sto.copy() for _ in range(3)]
+    for s, e in zip(fake, [float("nan"), -1.0, None]):
+        s.properties["generation"] = {} if e is None else {
+            "relaxation": {"energy_eV": 5 * e, "energy_per_atom_eV": e}}
+    monkeypatch.setattr(type(t.source), "get_structures", lambda self, n, **kw: fake[:n])
+    ranked = t.apply_transformation(sto, return_ranked_list=3)
+    assert ranked[0]["energy"] == -5.0 and ranked[0]["energy_per_atom"] == -1.0
+    assert np.isnan(ranked[1]["energy_per_atom"]) and ranked[2]["energy"] is None
 
 
 def test_reproducible_and_serialisable(model_dir, sto):
