@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -31,13 +32,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of sub-command ``name`` (for errors with its usage)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices[name]
+
+
+def _stdout_to_devnull() -> None:
+    """After a closed pipe (``crystalgnn predict ... | head``): send what is left in
+    stdout's buffer to /dev/null, so that the flush at exit does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (e.g. captured output)
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from crystalgnn_plugins.plugins import PluginError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # e.g. a misspelt option of the sub-command: its usage, not the top-level one
+        _subcommand_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here rather than at exit
+        return code
+    except BrokenPipeError:  # the reader went away (``| head``): stop quietly
+        _stdout_to_devnull()
+        return 1
     except (ValueError, KeyError, FileNotFoundError, FileExistsError, ImportError, PluginError) as exc:
         print(f"crystalgnn {args.command}: error: {exc}", file=sys.stderr)
         return 2

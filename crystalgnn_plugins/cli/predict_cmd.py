@@ -15,11 +15,27 @@ def add_parser(subparsers) -> None:
         "energy model, or a property with a property model; writes CSV.",
     )
     p.add_argument("inputs", nargs="+", help="structure files (CIF, POSCAR, extxyz, ...) or data files")
-    p.add_argument("--model", "-m", default=None, help="saved-model directory or shipped model name")
+    p.add_argument("--model", "-m", default=None,
+                   help="energy or property model: saved-model directory or shipped model name "
+                   "(default: the shipped default potential, 'default')")
     p.add_argument("--format", help="read inputs with this data reader instead of ase.io")
     p.add_argument("--out", "-o", help="CSV output file (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="structures per model call (default: 64)")
     p.set_defaults(func=run)
+
+
+def _check_model(model, name: str | None) -> None:
+    """Raise a ValueError unless ``model`` is an energy model or a property model."""
+    from crystalgnn_plugins.models.base import CrystalModel
+    from crystalgnn_plugins.models.energy import EnergyModel
+
+    if isinstance(model, EnergyModel) or (isinstance(model, CrystalModel) and hasattr(model, "target")):
+        return
+    kind = getattr(model, "model_type", "") or type(model).__name__
+    what = "a crystal generator" if kind == "crystal_flow" else f"a {type(model).__name__}"
+    hint = "; `crystalgnn generate` uses generators" if kind == "crystal_flow" else ""
+    raise ValueError(f"predict needs an energy model (a potential) or a property model, but --model "
+                     f"{name if name is not None else 'default'} is {what} (model_type {kind!r}){hint}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from crystalgnn_plugins.training.evaluate import predict
 
     model = resolve_model(args.model)
+    _check_model(model, args.model)
     from crystalgnn_plugins.cli.inputs import read_structures
 
     ids, structures = read_structures(args.inputs, args.format)

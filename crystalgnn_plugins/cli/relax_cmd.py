@@ -110,12 +110,17 @@ def run(args: argparse.Namespace) -> int:
         # the table and the summary below say it
         warnings.simplefilter("ignore", NotConvergedWarning)
         warnings.simplefilter("ignore", SkippedStructureWarning)
-        results = relax(
-            structures, args.model, fmax=args.fmax, steps=args.steps, relax_cell=not args.no_cell, pressure=args.pressure,
-            batched=args.batched, batch_size=args.batch_size, device=args.device,
-            dtype=torch.float64 if args.float64 else None, ids=ids,
-            on_error="skip" if args.skip_errors else "raise",
-        )
+        try:
+            results = relax(
+                structures, args.model, fmax=args.fmax, steps=args.steps, relax_cell=not args.no_cell,
+                pressure=args.pressure, batched=args.batched, batch_size=args.batch_size, device=args.device,
+                dtype=torch.float64 if args.float64 else None, ids=ids,
+                on_error="skip" if args.skip_errors else "raise",
+            )
+        except TypeError as exc:  # e.g. --model generator: a one-line error, not a traceback
+            if "needs an energy model" not in str(exc):
+                raise
+            raise ValueError(f"--model {args.model or 'default'}: {exc}") from None
     good = [r for r in results if r.error is None]
     _write(out, good)
     print(_table(results))

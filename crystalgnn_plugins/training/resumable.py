@@ -7,11 +7,13 @@ keeps the epoch and the number of batches it has handed out; its
 run resumed from a mid-epoch checkpoint continues the same epoch with exactly the
 batches it had not trained yet, instead of starting the epoch again (Lightning does
 not prefetch from a loader whose length it knows, so the count is the number of
-batches trained).
+batches trained). :func:`settings_changes` says which settings keep a run from
+resuming.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,3 +73,36 @@ class ResumableLoader(torch.utils.data.DataLoader):
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.shuffle_sampler.skip(state["epoch"], state["batches_done"] * self.batch_size)
+
+
+_UNSET = object()  # a setting one of the two runs does not have
+
+
+def _flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(settings, dict):
+        flat: dict[str, Any] = {}
+        for key, value in settings.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat if flat or not prefix else {prefix[:-1]: settings}
+    return {prefix[:-1]: settings}
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = "unset" if value is _UNSET else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def settings_changes(stored: dict[str, Any], new: dict[str, Any], limit: int = 8) -> str:
+    """The settings (dotted names for nested ones) whose values differ between the
+    ``stored`` settings of a run's checkpoints and the ``new`` ones, e.g.
+    ``"lr 0.001 -> 0.01"``; ``""`` if none differ."""
+    old = _flatten(json.loads(json.dumps(stored, sort_keys=True, default=str)))
+    now = _flatten(json.loads(json.dumps(new, sort_keys=True, default=str)))
+    changed = [
+        f"{key} {_short(old.get(key, _UNSET))} -> {_short(now.get(key, _UNSET))}"
+        for key in sorted(old.keys() | now.keys())
+        if old.get(key, _UNSET) != now.get(key, _UNSET)
+    ]
+    if len(changed) > limit:
+        changed = changed[:limit] + [f"and {len(changed) - limit} more"]
+    return "; ".join(changed)

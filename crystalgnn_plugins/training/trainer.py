@@ -153,7 +153,7 @@ def train(
     from crystalgnn_plugins.training.dataset import GraphDataset, collate
     from crystalgnn_plugins.training.evaluate import evaluate
     from crystalgnn_plugins.training.module import CrystalModule
-    from crystalgnn_plugins.training.resumable import ResumableLoader
+    from crystalgnn_plugins.training.resumable import ResumableLoader, settings_changes
 
     if not train_records or not val_records:
         raise ValueError("train() needs non-empty training and validation sets")
@@ -231,10 +231,13 @@ def train(
             last = ckpt_dir / "last.ckpt"
             if not last.exists():
                 raise FileNotFoundError(f"--resume: no checkpoint {last}")
-            if stamp.exists() and json.loads(stamp.read_text()).get("fingerprint") != fingerprint:
+            stored = json.loads(stamp.read_text()) if stamp.exists() else None
+            if stored is not None and stored.get("fingerprint") != fingerprint:
+                changes = settings_changes(stored["settings"], settings) if "settings" in stored else ""
                 raise ValueError(
                     f"--resume: the settings differ from those of the checkpoints in {ckpt_dir} "
-                    f"(see {stamp}); resume with the same data and options"
+                    f"({'changed since the checkpoints: ' + changes + '; ' if changes else ''}see {stamp}); "
+                    "resume with the same data and options"
                 )
             ckpt_path = str(last)
         elif (ckpt_dir / "last.ckpt").exists():

@@ -3,10 +3,13 @@
 import csv
 import io
 import json
+import types
 
+import pytest
 from ase.io import write
 
 from crystalgnn_plugins.cli.main import main
+from crystalgnn_plugins.cli.train_cmd import _check_label
 
 
 def test_train_then_predict_energy_model(emt_data, tmp_path, capsys, caplog):
@@ -114,3 +117,158 @@ def test_train_energy_model_on_site_energies(emt_data, tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", str(data), "--target", "energy", "--site-energies", "--out", str(tmp_path / "x")]) != 0
     assert "need --energy" in capsys.readouterr().err
+
+
+def _toy_csv(path, n=6):
+    """A CDVAE-style CSV of Cu cells with a ``volume`` column and no energies."""
+    from ase.build import bulk
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=["material_id", "cif", "volume"])
+        w.writeheader()
+        for k in range(n):
+            s = AseAtomsAdaptor.get_structure(bulk("Cu", "fcc", a=3.5 + 0.1 * k))
+            w.writerow({"material_id": f"m{k}", "cif": s.to(fmt="cif"), "volume": s.volume})
+    return path
+
+
+def test_predict_and_relax_refuse_a_generator(generator_dir, tmp_path, capsys):
+    from ase.build import bulk
+
+    cif = tmp_path / "c.cif"
+    write(cif, bulk("C", "diamond", a=3.57))
+    assert main(["predict", "--model", str(generator_dir), str(cif)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("crystalgnn predict: error: predict needs an energy model (a potential) or a property model")
+    assert "is a crystal generator (model_type 'crystal_flow')" in err and "Traceback" not in err
+    assert main(["relax", "--model", str(generator_dir), str(cif), "-o", str(tmp_path / "r.extxyz")]) == 2
+    err = capsys.readouterr().err
+    assert "relaxation needs an energy model" in err and "Traceback" not in err
+
+
+def test_train_names_missing_energy_labels(tmp_path, capsys):
+    from ase.build import bulk
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    data = _toy_csv(tmp_path / "toy.csv")
+    assert main(["train", str(data), "--energy", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "record 'm0' has no 'energy' label, which --energy needs (it has: volume; 6 of 6 records lack it)" in err
+    assert str(data) in err
+
+    frames = []
+    for k in range(4):  # energies, no forces: --forces has nothing to train on
+        atoms = bulk("Cu", "fcc", a=3.6 + 0.01 * k, cubic=True)
+        atoms.calc = SinglePointCalculator(atoms, energy=-1.0 * k)
+        frames.append(atoms)
+    write(tmp_path / "cu.extxyz", frames, format="extxyz")
+    assert main(["train", str(tmp_path / "cu.extxyz"), "--energy", "--forces", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "has no 'forces' label, which --forces needs (it has: energy; 4 of 4 records lack it)" in err
+    # forces on some records only are fine: the others are masked in the loss
+    records = [types.SimpleNamespace(targets={"energy": -1.0, "forces": f}, id=str(k), source="x")
+               for k, f in enumerate([[[0.0, 0.0, 0.0]], None])]
+    _check_label(records, "forces", "--forces", every=False)
+    with pytest.raises(ValueError, match="1 of 2 records lack it"):
+        _check_label(records, "forces", "--forces")
+    assert main(["train", str(data), "--target", "band_gap", "--out", str(tmp_path / "o")]) == 2
+    assert "has no target 'band_gap' (it has: volume;" in capsys.readouterr().err
+
+
+def test_help_texts_and_subcommand_usage(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--lr LR learning rate of Adam (default: 0.001)", "(default: 0.8 0.1 0.1)",
+                  "--epochs EPOCHS maximum number of epochs (default: 100)", "(default: 0)", "(default: float32)"):
+        assert shown in text
+    assert "(default: None)" not in text and "(default: False)" not in text
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    assert "(default: the shipped default potential, 'default')" in " ".join(capsys.readouterr().out.split())
+
+    with pytest.raises(SystemExit) as exc:  # a misspelt option: the relax usage, not the top-level one
+        main(["relax", "in.cif", "-o", str(tmp_path / "r.extxyz"), "--fmx", "0.1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: crystalgnn relax") and "crystalgnn relax: error: unrecognized arguments: --fmx 0.1" in err
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(energy_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from ase.build import bulk
+
+    data = tmp_path / "c.extxyz"
+    write(data, [bulk("C", "diamond", a=3.5 + 0.01 * k) for k in range(5)], format="extxyz")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crystalgnn_plugins.cli.main", "predict", "--model", str(energy_model_dir), str(data)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    proc.stdout.close()  # like `| head` gone before the CSV is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_train_no_progress_is_quiet_and_resume_names_the_changed_setting(emt_data, tmp_path, capsys):
+    import logging
+    import warnings
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for rec in emt_data[0][:12]:
+        atoms = rec.atoms.copy()
+        atoms.calc = SinglePointCalculator(atoms, energy=rec.targets["energy"])
+        frames.append(atoms)
+    data = tmp_path / "cu.extxyz"
+    write(data, frames, format="extxyz")
+    logged: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logged.append(record.getMessage())
+    lightning_log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    lightning_log.addHandler(handler)
+    args = ["train", str(data), "--energy", "--epochs", "1", "--batch-size", "4", "-E", "atom_features=8",
+            "-E", "num_conv=1"]
+    try:
+        runs = {}
+        for shown in ("--progress-lines", "--no-progress"):
+            logged.clear()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                extra = ["--progress-lines", "10"] if shown == "--progress-lines" else ["--no-progress"]
+                assert main([*args, *extra, "--out", str(tmp_path / shown.strip("-"))]) == 0
+            runs[shown] = (list(logged), [str(w.message) for w in caught])
+    finally:
+        lightning_log.removeHandler(handler)
+    for shown, quiet in (("--progress-lines", False), ("--no-progress", True)):
+        messages, warned = runs[shown]
+        assert any("GPU available" in m for m in messages)  # other messages still pass
+        assert any("litlogger" in m for m in messages) is not quiet
+        assert any("LeafSpec" in w for w in warned) is not quiet
+    assert not lightning_log.filters  # the tip's filter is gone again
+    capsys.readouterr()
+
+    out = str(tmp_path / "no-progress")
+    assert main([*args, "--no-progress", "--out", out, "--resume", "--lr", "0.01", "--batch-size", "6"]) == 2
+    err = capsys.readouterr().err
+    assert "the settings differ" in err and "batch_size 4 -> 6; lr 0.001 -> 0.01;" in err
+
+
+def test_settings_changes_lists_nested_and_missing_settings():
+    from crystalgnn_plugins.training.resumable import settings_changes
+
+    stored = {"lr": 0.001, "model": {"encoder_kwargs": {"cutoff": 5.0}, "elements": ["Cu"]}, "weights": {}}
+    new = {"lr": 0.001, "model": {"encoder_kwargs": {"cutoff": 6.0}, "elements": ["Cu"]}, "weights": {},
+           "ema_decay": 0.99}
+    assert settings_changes(stored, new) == "ema_decay unset -> 0.99; model.encoder_kwargs.cutoff 5.0 -> 6.0"
+    assert settings_changes(stored, stored) == ""
+    many = settings_changes({f"k{i}": i for i in range(12)}, {f"k{i}": -i for i in range(12)}, limit=3)
+    assert many.endswith("; and 8 more") and many.count("->") == 3

@@ -88,3 +88,54 @@ def test_generate_bad_n_and_missing_model(generator_dir, tmp_path, capsys):
         main(["generate", "many", "-o", str(tmp_path / "o")])
     assert exc.value.code == 2
     assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_generate_relaxed_database_rows_and_summary(generator_dir, energy_model_dir, tmp_path, capsys):
+    db_path = tmp_path / "gen.db"
+    assert main(["generate", "2", "-m", str(generator_dir), "--energy-model", str(energy_model_dir), "--relax",
+                 "--condition", "perov", "--steps", "4", "--seed", "3", "-o", str(db_path)]) == 0
+    summary_path = tmp_path / "gen.summary.json"
+    assert f"(summary: {summary_path})" in capsys.readouterr().out
+    with connect(db_path) as db:
+        rows = list(db.select())
+        assert db.count(condition="perov", seed=3) == 2 and db.count(sample=1) == 1
+    summary = json.loads(summary_path.read_text())
+    assert [r["id"] for r in summary] == [row.id for row in rows] and [r["sample"] for r in summary] == [0, 1]
+    for row, entry in zip(rows, summary):
+        relaxation = row.data["generation"]["relaxation"]
+        assert row.energy == pytest.approx(relaxation["energy_eV"])
+        assert row.energy_per_atom == pytest.approx(relaxation["energy_eV"] / row.natoms)
+        assert row.relax_converged is relaxation["converged"] and row.relax_steps == relaxation["steps"]
+        assert entry["formula"] and entry["condition"] == "perov" and entry["seed"] == 3
+        assert entry["relaxation"]["energy_eV"] == pytest.approx(row.energy)
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_generate_refuses_to_mix_runs(generator_dir, tmp_path, capsys):
+    def generate(n: int, out, *extra: str) -> int:
+        return main(["generate", str(n), "-m", str(generator_dir), "--no-physics", "--condition", "perov",
+                     "--steps", "2", "--seed", "0", "-o", str(out), *extra])
+
+    out = tmp_path / "samples"
+    assert generate(3, out) == 0
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    assert generate(1, out) == 2
+    err = capsys.readouterr().err
+    assert "the folder is not empty; pass --overwrite" in err and len(list(out.glob("*.cif"))) == 3
+    assert generate(1, out, "--overwrite") == 0
+    assert len(list(out.glob("*.cif"))) == 1 and len(json.loads((out / "summary.json").read_text())) == 1
+    assert (out / "notes.txt").read_text() == "mine"  # not written by generate: kept
+
+    db_path = tmp_path / "s.db"
+    assert generate(2, db_path) == 0
+    capsys.readouterr()
+    assert generate(1, db_path) == 2
+    assert "s.db exists; pass --overwrite" in capsys.readouterr().err
+    assert generate(1, db_path, "--overwrite") == 0
+    with connect(db_path) as db:
+        assert db.count() == 1
+    assert len(json.loads((tmp_path / "s.summary.json").read_text())) == 1
+    (tmp_path / "file").write_text("x")
+    assert generate(1, tmp_path / "file") == 2
+    assert "a file, not a folder" in capsys.readouterr().err
