@@ -24,6 +24,33 @@ class ModelFileError(ValueError):
     """A saved model is missing, corrupt or incompatible (names the file)."""
 
 
+def _providers(model: CrystalModel) -> dict[str, dict[str, str | None]]:
+    """Which plugin (and distribution) registered the model's type and its encoder, so
+    that loading it without that plugin can say what to install."""
+    from crystalgnn_plugins.plugins import PluginError, get_registry
+
+    out = {}
+    for kind, name in (("models", model.model_type), ("encoders", getattr(model, "encoder_name", None))):
+        if not name:
+            continue
+        try:
+            entry = get_registry(kind).entry(name)
+        except PluginError:
+            continue
+        out[kind] = {"name": name, "plugin": entry.plugin, "distribution": entry.distribution}
+    return out
+
+
+def _provider_hint(meta: dict[str, Any]) -> str:
+    """``"; saved with encoder 'pair' of plugin 'myplugin' (myplugin 0.1.0): install it"``."""
+    parts = [
+        f"{kind[:-1]} {p['name']!r} of plugin {p['plugin']!r}" + (f" ({p['distribution']})" if p.get("distribution") else "")
+        for kind, p in (meta.get("providers") or {}).items()
+        if not str(p.get("plugin", "")).startswith("crystalgnn_plugins.")
+    ]
+    return f"; it was saved with the {' and the '.join(parts)}: install and enable that plugin" if parts else ""
+
+
 def save_model(model: CrystalModel, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` into the directory ``path`` (created if needed); each file
     is written atomically. ``extra`` is stored under ``"metadata"``."""
@@ -42,6 +69,7 @@ def save_model(model: CrystalModel, path: str | os.PathLike, extra: dict[str, An
         "elements": model.elements,
         "units": dict(model.units),
         "num_parameters": model.num_parameters,
+        "providers": _providers(model),
         "metadata": extra or {},
     }
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -93,7 +121,7 @@ def load_model(
         cls = get_registry("models").get(meta["model_type"])
         model = cls.from_config(meta["config"])
     except PluginError as exc:
-        raise ModelFileError(f"{root}: cannot rebuild the model: {exc}") from None
+        raise ModelFileError(f"{root}: cannot rebuild the model: {exc}{_provider_hint(meta)}") from None
     except TypeError as exc:
         raise ModelFileError(f"{root}: config does not match {meta['model_type']!r} model: {exc}") from None
     saved_dtype = getattr(torch, str(meta.get("dtype", "float32")), None)

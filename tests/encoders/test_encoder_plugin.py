@@ -84,8 +84,10 @@ def test_saved_model_needs_its_plugin(pair_plugin, tmp_path):
     save_model(EnergyModel("test_pair", {"features": 4}), tmp_path / "m")
     plugins.unregister_plugin(pair_plugin)
     try:
-        with pytest.raises(ModelFileError, match="unknown encoder 'test_pair'"):
+        with pytest.raises(ModelFileError, match="unknown encoder 'test_pair'") as info:
             load_model(tmp_path / "m")
+        # the error says which plugin the model was saved with
+        assert "saved with the encoder 'test_pair' of plugin 'throwaway-pair': install and enable" in str(info.value)
     finally:
         plugins.register_plugin(_plugin_module(), pair_plugin)
 
