@@ -7,6 +7,8 @@ forces and stress follow by autograd.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -304,4 +306,5 @@ def to_atoms(obj) -> Atoms:
         if not obj.is_ordered:
             raise GraphError(f"structure {obj.formula!r}: disordered (partial occupancies) structures are not supported")
         return AseAtomsAdaptor.get_atoms(obj)
-    raise TypeError(f"expected ase.Atoms or a pymatgen Structure/Molecule, got {type(obj).__name__}")
+    hint = f" ({obj!r}: read files with ase.io.read or Structure.from_file first)" if isinstance(obj, (str, os.PathLike)) else ""
+    raise TypeError(f"expected ase.Atoms or a pymatgen Structure/Molecule, got {type(obj).__name__}{hint}")

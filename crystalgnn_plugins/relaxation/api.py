@@ -33,6 +33,8 @@ _ID_KEYS = ("id", "material_id", "name")
 def _is_single(obj: Any) -> bool:
     from ase import Atoms
 
+    if isinstance(obj, (str, os.PathLike)):  # a file name is one (wrong) input, not a sequence of them
+        return True
     if isinstance(obj, Atoms):
         return True
     try:

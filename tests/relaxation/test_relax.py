@@ -275,6 +275,9 @@ def test_bad_arguments(morse_model, cu_cells):
         from crystalgnn_plugins.models import PropertyModel
 
         relax(cu_cells, PropertyModel("cgcnn", {"atom_features": 4, "num_conv": 1}, target="x"))
+    # a file name is one wrong input (not a sequence of characters), and the error says what to do
+    with pytest.raises(RelaxationError, match=r"structure 0: .*got str \('in.cif': read files with ase.io.read"):
+        relax("in.cif", morse_model)
 
 
 @pytest.mark.parametrize("batched", [False, True])
