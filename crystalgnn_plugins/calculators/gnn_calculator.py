@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
-from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.calculators.calculator import (
+    CalculationFailed,
+    Calculator,
+    PropertyNotImplementedError,
+    all_changes,
+)
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from crystalgnn_plugins.calculators.host_memory import reuse_host_memory
-from crystalgnn_plugins.models.base import CrystalModel
+from crystalgnn_plugins.models.base import CrystalModel, evaluating
 from crystalgnn_plugins.models.energy import EnergyModel
 
 
@@ -60,7 +66,6 @@ class GNNCalculator(Calculator):
                 f"GNNCalculator needs an energy model, got a {type(self.model).__name__} "
                 f"(model_type {self.model.model_type!r})"
             )
-        self.model.eval()
         self.dtype = next(self.model.parameters()).dtype
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes) -> None:
@@ -73,7 +78,8 @@ class GNNCalculator(Calculator):
                 f"(pbc={atoms.pbc.tolist()})"
             )
         graph = self.model.graph(atoms)
-        out = self.model(graph, compute_forces=True, compute_stress=bool(atoms.pbc.all()))
+        with evaluating(self.model):  # the caller's model keeps its own train/eval mode
+            out = self.model(graph, compute_forces=True, compute_stress=bool(atoms.pbc.all()))
         energy = float(out["energy"].detach().cpu().double().sum())
         self.results = {
             "energy": energy,
@@ -83,3 +89,7 @@ class GNNCalculator(Calculator):
         }
         if "stress" in out:
             self.results["stress"] = full_3x3_to_voigt_6_stress(out["stress"][0].detach().cpu().double().numpy())
+        bad = [k for k in ("energy", "forces", "stress") if k in self.results and not np.isfinite(self.results[k]).all()]
+        if bad:  # never hand NaN/inf to an optimiser or MD silently
+            self.results = {}
+            raise CalculationFailed(f"{atoms.get_chemical_formula()}: the model gave non-finite {', '.join(bad)}")

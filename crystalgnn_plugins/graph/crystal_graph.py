@@ -8,7 +8,6 @@ forces and stress follow by autograd.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -45,6 +44,12 @@ class GraphError(ValueError):
         super().__init__(message)
         self.failures = dict(failures or {})
 
+
+#: longest periodic cell vector accepted (Å); vacuum belongs in non-periodic directions
+MAX_CELL_LENGTH = 1e5
+#: smallest length (1 periodic direction), area (2) or volume (3) spanned by the periodic
+#: cell vectors (Å, Å², Å³): a smaller cell puts every atom within ~1 Å of its own image
+MIN_CELL_MEASURE = 0.5
 
 @dataclass
 class CrystalGraph:
@@ -105,11 +110,19 @@ class CrystalGraph:
         if not np.isfinite(positions).all():
             raise GraphError(f"structure {sid!r}: non-finite positions")
         if pbc.any():
-            vol = abs(np.linalg.det(cell)) if pbc.all() else None
-            if any(np.linalg.norm(cell[k]) < 1e-8 for k in range(3) if pbc[k]) or (
-                vol is not None and vol < 1e-6
-            ):
-                raise GraphError(f"structure {sid!r}: periodic cell is degenerate: {cell.tolist()}")
+            periodic = cell[pbc]
+            if not np.isfinite(periodic).all():
+                raise GraphError(f"structure {sid!r}: non-finite periodic cell: {cell.tolist()}")
+            longest = float(np.linalg.norm(periodic, axis=1).max())
+            if longest > MAX_CELL_LENGTH:
+                raise GraphError(f"structure {sid!r}: a periodic cell vector is {longest:.3g} Å long (more than "
+                                 f"{MAX_CELL_LENGTH:.0e} Å); make vacuum directions non-periodic (pbc=False)")
+            # length, area or volume spanned by the periodic vectors: below MIN_CELL_MEASURE every atom
+            # sits on top of its own periodic image (and the neighbour search would need millions of images)
+            measure = float(np.sqrt(max(np.linalg.det(periodic @ periodic.T), 0.0)))
+            if measure < MIN_CELL_MEASURE:
+                raise GraphError(f"structure {sid!r}: periodic cell is degenerate (its periodic vectors span "
+                                 f"{measure:.3g} Å^{int(pbc.sum())}): {cell.tolist()}")
         nl = neighbor_list(positions, cell, pbc, cutoff, max_neighbors)
         overlap = _overlap(nl)
         if overlap:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase.calculators.calculator import CalculationFailed
 
-from crystalgnn_plugins.models.base import CrystalModel
+from crystalgnn_plugins.models.base import CrystalModel, evaluating
 from crystalgnn_plugins.relaxation._outcome import Outcome, failed
 from crystalgnn_plugins.relaxation.result import (
     NotConvergedWarning,
@@ -77,7 +78,9 @@ def _like_input(original: Any, outcome: Outcome):
         out.calc = None
         if outcome.error is not None:
             return out
-        out.set_cell(outcome.cell, scale_atoms=False)
+        # the relaxed cell as it is: a constraint (FixSymmetry) already acted during the relaxation,
+        # and adjusting the whole deformation at once can exceed its limits
+        out.set_cell(outcome.cell, scale_atoms=False, apply_constraint=False)
         out.positions = outcome.positions
         from ase.calculators.singlepoint import SinglePointCalculator
 
@@ -224,7 +227,6 @@ def relax(
             f"relaxation needs an energy model, got a {type(energy_model).__name__} "
             f"(model_type {energy_model.model_type!r})"
         )
-    energy_model.eval()
 
     outcomes: list[Outcome | None] = [None] * len(inputs)
 
@@ -268,35 +270,36 @@ def relax(
 
     todo = [k for k in range(len(inputs)) if outcomes[k] is None]
     start = time.perf_counter()
-    if batched and todo:
-        from crystalgnn_plugins.relaxation.batched_fire import BatchedFIRE
+    with evaluating(energy_model):  # the caller's model keeps its own train/eval mode
+        if batched and todo:
+            from crystalgnn_plugins.relaxation.batched_fire import BatchedFIRE
 
-        relaxer = BatchedFIRE(
-            energy_model, fmax=fmax, steps=steps, relax_cell=relax_cell, pressure=pressure,
-            batch_size=batch_size, trajectory=trajectory, on_error=on_error,
-        )
-        sub = [atoms_list[k] for k in todo]
-        got = relaxer.run(sub, error_handler=lambda j, message: fail(todo[j], message, sub[j]))
-        for j, k in enumerate(todo):
-            outcomes[k] = got[j]
-        logger.debug("batched FIRE timings (s): %s", relaxer.timings)
-    elif todo:
-        from crystalgnn_plugins.calculators import GNNCalculator
-        from crystalgnn_plugins.relaxation.ase_relax import relax_atoms_ase
+            relaxer = BatchedFIRE(
+                energy_model, fmax=fmax, steps=steps, relax_cell=relax_cell, pressure=pressure,
+                batch_size=batch_size, trajectory=trajectory, on_error=on_error,
+            )
+            sub = [atoms_list[k] for k in todo]
+            got = relaxer.run(sub, error_handler=lambda j, message: fail(todo[j], message, sub[j]))
+            for j, k in enumerate(todo):
+                outcomes[k] = got[j]
+            logger.debug("batched FIRE timings (s): %s", relaxer.timings)
+        elif todo:
+            from crystalgnn_plugins.calculators import GNNCalculator
+            from crystalgnn_plugins.relaxation.ase_relax import relax_atoms_ase
 
-        calc = GNNCalculator(energy_model, device=device)
-        for k in todo:
-            atoms = atoms_list[k]
-            original = atoms.copy()
-            try:
-                outcomes[k] = relax_atoms_ase(
-                    atoms, calc, fmax=fmax, steps=steps, relax_cell=relax_cell, pressure=pressure,
-                    trajectory=trajectory,
-                )
-            except (ValueError, FloatingPointError) as exc:
-                fail(k, str(exc), original, cause=exc)
-            finally:
-                atoms.calc = None
+            calc = GNNCalculator(energy_model, device=device)
+            for k in todo:
+                atoms = atoms_list[k]
+                original = atoms.copy()
+                try:
+                    outcomes[k] = relax_atoms_ase(
+                        atoms, calc, fmax=fmax, steps=steps, relax_cell=relax_cell, pressure=pressure,
+                        trajectory=trajectory,
+                    )
+                except (ValueError, FloatingPointError, CalculationFailed) as exc:
+                    fail(k, str(exc), original, cause=exc)
+                finally:
+                    atoms.calc = None
     elapsed = time.perf_counter() - start
 
     results = [_result(obj, out, ids[k], k) for k, (obj, out) in enumerate(zip(inputs, outcomes, strict=True))]

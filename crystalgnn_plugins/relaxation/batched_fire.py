@@ -35,6 +35,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 from ase.units import GPa
 
 from crystalgnn_plugins.graph import CrystalGraph, GraphError
+from crystalgnn_plugins.models.base import evaluating
 from crystalgnn_plugins.models.energy import EnergyModel
 from crystalgnn_plugins.relaxation._outcome import Outcome, failed
 
@@ -249,8 +250,13 @@ class BatchedFIRE:
 
         ``error_handler(index, message)`` is called when a structure fails; with
         ``on_error="raise"`` it is expected to raise (the default raises a
-        ``ValueError`` naming the index).
+        ``ValueError`` naming the index). The model runs in eval mode and is left in
+        the mode it had.
         """
+        with evaluating(self.model):
+            return self._run(atoms_list, error_handler)
+
+    def _run(self, atoms_list: Sequence, error_handler: Callable[[int, str], None] | None) -> list[Outcome]:
 
         def default_handler(index: int, message: str) -> None:
             raise ValueError(f"structure {index}: {message}")
@@ -261,7 +267,6 @@ class BatchedFIRE:
         queue = deque(range(len(atoms_list)))
         b: _Batch | None = None
         model = self.model
-        model.eval()
 
         while queue or (b is not None and b.size):
             t0 = time.perf_counter()

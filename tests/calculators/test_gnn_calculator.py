@@ -3,7 +3,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import bulk, molecule
-from ase.calculators.calculator import PropertyNotImplementedError
+from ase.calculators.calculator import CalculationFailed, PropertyNotImplementedError
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
@@ -105,3 +105,26 @@ def test_works_with_fire_and_frechet_cell_filter(model):
     assert opt.nsteps > 0
     assert atoms.get_potential_energy() < e0
     assert next(model.parameters()).dtype == torch.float32  # the caller's model was not converted
+
+
+def test_non_finite_results_raise_instead_of_reaching_the_optimiser(model):
+    broken = EnergyModel("smooth_cgcnn", {"atom_features": 8, "num_conv": 1, "cutoff": 4.0}, elements=["Cu"], hidden=8)
+    with torch.no_grad():
+        next(broken.head.parameters()).fill_(float("nan"))
+    atoms = bulk("Cu", "fcc", a=3.6)
+    atoms.calc = GNNCalculator(broken.eval())
+    with pytest.raises(CalculationFailed, match="Cu: the model gave non-finite energy, forces, stress"):
+        atoms.get_potential_energy()
+
+
+def test_the_callers_model_keeps_its_training_mode(model):
+    from crystalgnn_plugins.relaxation import relax
+
+    model.train()
+    atoms = bulk("Cu", "fcc", a=3.7)
+    atoms.calc = GNNCalculator(model)
+    atoms.get_potential_energy()
+    assert model.training
+    for batched in (False, True):
+        relax(atoms, model, steps=3, batched=batched)
+        assert model.training

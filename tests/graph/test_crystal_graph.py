@@ -88,6 +88,25 @@ def test_overlapping_atoms_and_degenerate_cell_raise_named_errors():
         CrystalGraph.from_atoms(flat, 4.0, structure_id="flat")
 
 
+@pytest.mark.parametrize("cell, pbc, match", [
+    ([[2.5, 0, 0], [0, 2.5, 0], [2.5, 2.5, 1e-2]], True, r"degenerate \(its periodic vectors span 0.0625 Å\^3\)"),
+    ([[2.5, 0, 0], [2.5, 1e-3, 0], [0, 0, 9]], [True, True, False], r"span 0.0025 Å\^2"),
+    ([[np.nan, 0, 0], [0, 5, 0], [0, 0, 5]], True, "non-finite periodic cell"),
+    ([[1e6, 0, 0], [0, 5, 0], [0, 0, 5]], True, "1e\\+06 Å long .*pbc=False"),
+])
+def test_cells_the_neighbour_search_cannot_handle_are_refused(cell, pbc, match):
+    """Nearly flat cells (millions of images: a hang or NaN) and huge or non-finite ones
+    (the neighbour search crashes the interpreter) raise before it runs."""
+    atoms = Atoms("Cu2", scaled_positions=[[0, 0, 0], [0.5, 0.5, 0.5]], cell=np.eye(3) * 3, pbc=True)
+    atoms.set_cell(np.array(cell), scale_atoms=False)
+    atoms.pbc = pbc
+    with pytest.raises(GraphError, match=match):
+        CrystalGraph.from_atoms(atoms, 4.0, structure_id="cell")
+    # a huge non-periodic direction is fine (vacuum)
+    ok = Atoms("Cu", cell=[[3, 0, 0], [0, 3, 0], [0, 0, 1e6]], pbc=[True, True, False])
+    assert CrystalGraph.from_atoms(ok, 4.0).num_edges > 0
+
+
 def test_isolated_atom_has_no_edges():
     atoms = Atoms("Cu", cell=np.eye(3) * 20, pbc=True)
     g = CrystalGraph.from_atoms(atoms, 5.0)

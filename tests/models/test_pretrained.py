@@ -14,7 +14,12 @@ from crystalgnn_plugins import plugins
 from crystalgnn_plugins.calculators import GNNCalculator
 from crystalgnn_plugins.hookspecs import hookimpl
 from crystalgnn_plugins.models import EnergyModel, ModelFileError, save_model
-from crystalgnn_plugins.models.pretrained import available_models, model_path, pretrained_path, resolve_model
+from crystalgnn_plugins.models.pretrained import (
+    available_models,
+    model_path,
+    pretrained_path,
+    resolve_model,
+)
 
 
 @pytest.fixture

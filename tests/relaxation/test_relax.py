@@ -13,6 +13,7 @@ from ase.optimize import FIRE
 from pymatgen.core import Structure
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from crystalgnn_plugins.calculators import GNNCalculator
 from crystalgnn_plugins.relaxation import (
     NotConvergedWarning,
     RelaxationError,
@@ -199,6 +200,23 @@ def test_relaxed_input_takes_zero_steps(morse_model, cu_cells):
 
 
 # ---------------------------------------------------------- inputs / outputs
+def test_fix_symmetry_with_a_large_cell_change_returns_the_relaxed_cell(morse_model):
+    """The relaxed cell is set as it is: FixSymmetry (which acted at every step) would refuse to
+    adjust a deformation of more than 25 % at once and lose every result of the call."""
+    from ase.constraints import FixSymmetry
+
+    atoms = bulk("Cu", "fcc", a=5.6, cubic=True)  # 28 % above the Morse minimum (a = 4.05 Å)
+    atoms.set_constraint(FixSymmetry(atoms))
+    reference = atoms.copy()
+    reference.calc = GNNCalculator(morse_model)
+    FIRE(FrechetCellFilter(reference), logfile=None).run(fmax=0.05, steps=500)
+    (res,) = relax([atoms], morse_model, on_error="skip")
+    assert res.error is None and res.converged
+    assert np.abs(res.structure.cell.lengths() / atoms.cell.lengths() - 1).max() > 0.25
+    np.testing.assert_allclose(res.structure.cell.array, reference.cell.array, atol=1e-6)
+    assert isinstance(res.structure.constraints[0], FixSymmetry)
+
+
 def test_inputs_are_not_modified(morse_model, cu_cells):
     atoms = cu_cells[2]
     atoms.calc = EMT()
