@@ -35,6 +35,7 @@ from ase.units import GPa
 from torch.nn import functional as F
 
 from crystalgnn_plugins.generation.flow import repulsion_energy
+from crystalgnn_plugins.models.base import evaluating
 
 
 @dataclass
@@ -129,7 +130,6 @@ class EnergyTerm:
         from crystalgnn_plugins.models.pretrained import resolve_model
 
         self.model = resolve_model(model) if isinstance(model, str) else model
-        self.model.eval()
         self.weight = float(weight)
         self.pressure = None if pressure is None else float(pressure)
         self.condition_weights = {str(k): float(v) for k, v in (condition_weights or {}).items()}
@@ -149,7 +149,8 @@ class EnergyTerm:
         crystal_ok[atom_batch[bad_atoms]] = False
         dtype = next(self.model.parameters()).dtype
         graph = _graph(self.model, probs, frac.to(dtype), lattice.to(dtype), ctx, soft=False)
-        energies = self.model.atomic_energies(graph, graph.edge_vectors())
+        with evaluating(self.model):  # the caller's model keeps its own train/eval mode
+            energies = self.model.atomic_energies(graph, graph.edge_vectors())
         per_crystal = energies.new_zeros(len(ctx.num_atoms)).index_add_(0, graph.batch, energies)
         if self.pressure is not None:
             pressure = torch.full_like(per_crystal, self.pressure * GPa)
@@ -259,7 +260,6 @@ class PropertyTerm:
                 f"PropertyTerm needs a property model (trained with `crystalgnn train --target ...`), "
                 f"whose output it steers; got {what}{type(self.model).__name__}{hint}"
             )
-        self.model.eval()
         self.below, self.above, self.near = below, above, near
         self.weight, self.soft_species = float(weight), soft_species
 
@@ -267,7 +267,8 @@ class PropertyTerm:
         """The model's prediction ``(B,)`` for the (soft) crystals."""
         dtype = next(self.model.parameters()).dtype
         graph = _graph(self.model, probs.to(dtype), frac.to(dtype), lattice.to(dtype), ctx, soft=self.soft_species)
-        return self.model(graph)[self.model.target].to(frac.dtype)
+        with evaluating(self.model):  # the caller's model keeps its own train/eval mode
+            return self.model(graph)[self.model.target].to(frac.dtype)
 
     def __call__(self, probs, frac, lattice, ctx: GuidanceContext) -> torch.Tensor:
         y = self.predict(probs, frac, lattice, ctx)

@@ -178,3 +178,9 @@ def test_relaxed_coordinates_are_wrapped(model_dir, tiny_energy_model, monkeypat
         np.testing.assert_allclose(shift, np.round(shift), atol=1e-9)  # whole lattice vectors
         np.testing.assert_allclose(s.lattice.matrix, before.lattice.matrix)
         assert s.properties["generation"]["relaxation"]["error"] is None
+
+
+def test_a_target_model_keeps_its_training_mode(source):
+    model = make_property_model(["Ba", "Ti", "O"]).train()
+    source.get_structures(1, composition="BaTiO3", target=PropertyTerm(model, below=0.0), seed=0)
+    assert model.training
