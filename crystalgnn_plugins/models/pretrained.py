@@ -67,7 +67,7 @@ def model_path(model: str | os.PathLike | None) -> Path:
     path = Path(name)
     if model is not None and (path / CONFIG_FILE).is_file():
         return path
-    registered = pretrained_path(str(name)) if isinstance(name, str) else None
+    registered = pretrained_path(str(name))
     if registered is not None:
         if not (registered / CONFIG_FILE).is_file():
             raise ModelFileError(f"pretrained model {str(name)!r} is registered at {registered}, which holds no saved model")
