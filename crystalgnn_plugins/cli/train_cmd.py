@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import logging
-import warnings
-from collections.abc import Iterator
 
 
 class DefaultsHelpFormatter(argparse.HelpFormatter):
@@ -20,36 +16,6 @@ class DefaultsHelpFormatter(argparse.HelpFormatter):
         if not action.option_strings or unset or "default" in text:
             return text
         return f"{text} (default: %(default)s)"
-
-
-#: Lightning's advertisement, logged at every ``Trainer`` start
-_LIGHTNING_TIP = "litlogger"
-#: torch's FutureWarning about ``LeafSpec``, triggered by Lightning's data loading
-_LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
-
-
-class _DropMessage(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Within the block: no litlogger tip and no ``LeafSpec`` deprecation warning
-    (only those two; the filters are removed afterwards)."""
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    tip = _DropMessage(_LIGHTNING_TIP)
-    logger.addFilter(tip)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=_LEAFSPEC_WARNING)
-            yield
-    finally:
-        logger.removeFilter(tip)
 
 
 def _check_label(records: list, label: str, flag: str, every: bool = True) -> None:
@@ -182,18 +148,16 @@ def run(args: argparse.Namespace) -> int:
     )
     model = model.to(getattr(torch, args.dtype))
     devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-    quiet = _quiet_lightning() if args.no_progress else contextlib.nullcontext()
-    with quiet:
-        result = train(
-            *subsets, model=model, targets=targets, loss=args.loss,
-            weights={"forces": args.force_weight, "stress": args.stress_weight, "energies": args.site_energy_weight},
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            patience=args.patience, seed=args.seed, out_dir=args.out, checkpoint_dir=args.checkpoint_dir,
-            resume=args.resume, progress=args.progress_lines if args.progress_lines is not None else not args.no_progress,
-            accelerator=args.accelerator,
-            devices=devices, strategy=args.strategy, num_nodes=args.num_nodes,
-            fit_normalisation=not args.init_from, ema_decay=args.ema_decay,
-        )
+    result = train(
+        *subsets, model=model, targets=targets, loss=args.loss,
+        weights={"forces": args.force_weight, "stress": args.stress_weight, "energies": args.site_energy_weight},
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        patience=args.patience, seed=args.seed, out_dir=args.out, checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume, progress=args.progress_lines if args.progress_lines is not None else not args.no_progress,
+        accelerator=args.accelerator,
+        devices=devices, strategy=args.strategy, num_nodes=args.num_nodes,
+        fit_normalisation=not args.init_from, ema_decay=args.ema_decay,
+    )
     print(json.dumps({k: result.report[k] for k in ("metrics", "num_parameters", "training_time_s", "epochs_run")}, indent=2))
     print(f"model written to {result.model_dir}")
     return 0

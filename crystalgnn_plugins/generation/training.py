@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -130,6 +131,7 @@ def train_generator(
 
     from crystalgnn_plugins._atomic import atomic_write_json
     from crystalgnn_plugins.models.io import save_model
+    from crystalgnn_plugins.training.progress import quiet_lightning
     from crystalgnn_plugins.training.trainer import last_epoch_checkpoint
 
     if not train_structures or not val_structures:
@@ -178,17 +180,19 @@ def train_generator(
     val_loader = torch.utils.data.DataLoader(_singletons(val_batch), batch_size=256, collate_fn=collate_crystals)
     flow.train()  # a loaded model comes in eval mode
     module = _module(flow, lr, epochs, loss_kwargs, energy_loss)
-    trainer = L.Trainer(
-        max_epochs=epochs, max_time=max_time, callbacks=callbacks, enable_progress_bar=progress,
-        enable_model_summary=False, logger=L.pytorch.loggers.CSVLogger(out, name="logs") if out else False,
-        log_every_n_steps=max(1, min(50, len(train_loader))), default_root_dir=out,
-        enable_checkpointing=bool(callbacks), accelerator="auto", devices=1,
-    )
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
-        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+    quiet = quiet_lightning() if not progress else contextlib.nullcontext()
+    with quiet:  # no progress shown: no Lightning advert or LeafSpec warning either
+        trainer = L.Trainer(
+            max_epochs=epochs, max_time=max_time, callbacks=callbacks, enable_progress_bar=progress,
+            enable_model_summary=False, logger=L.pytorch.loggers.CSVLogger(out, name="logs") if out else False,
+            log_every_n_steps=max(1, min(50, len(train_loader))), default_root_dir=out,
+            enable_checkpointing=bool(callbacks), accelerator="auto", devices=1,
+        )
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     elapsed = time.perf_counter() - start
     if callbacks and callbacks[0].best_model_path:
         state = torch.load(callbacks[0].best_model_path, map_location="cpu", weights_only=True)["state_dict"]

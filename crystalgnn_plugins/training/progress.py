@@ -3,8 +3,12 @@ batch jobs), where a progress bar is unreadable and no bar means hours of silenc
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
@@ -61,3 +65,34 @@ class ProgressLines(L.Callback):
         if metrics:
             shown = ", ".join(f"{k} {v:.5g}" for k, v in sorted(metrics.items()))
             rank_zero_info(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs} validated: {shown}")
+
+
+#: Lightning's advertisement, logged at every ``Trainer`` start
+_LIGHTNING_TIP = "litlogger"
+#: torch's FutureWarning about ``LeafSpec``, triggered by Lightning's data loading
+_LEAFSPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Within the block: no litlogger tip and no ``LeafSpec`` deprecation warning
+    (only those two; the filters are removed afterwards). Used by the training loops
+    when they show no progress."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    tip = _DropMessage(_LIGHTNING_TIP)
+    logger.addFilter(tip)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_LEAFSPEC_WARNING)
+            yield
+    finally:
+        logger.removeFilter(tip)

@@ -3,6 +3,7 @@ epoch, ``resume``, early stopping, fixed seeds) and write a JSON report."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -153,6 +154,7 @@ def train(
     from crystalgnn_plugins.training.dataset import GraphDataset, collate
     from crystalgnn_plugins.training.evaluate import evaluate
     from crystalgnn_plugins.training.module import CrystalModule
+    from crystalgnn_plugins.training.progress import quiet_lightning
     from crystalgnn_plugins.training.resumable import ResumableLoader, settings_changes
 
     if not train_records or not val_records:
@@ -272,36 +274,38 @@ def train(
                 dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False,
                 train_time_interval=timedelta(minutes=checkpoint_minutes),
             ))
-    trainer = L.Trainer(
-        max_epochs=epochs,
-        max_time=max_time,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        num_nodes=num_nodes,
-        callbacks=callbacks,
-        enable_progress_bar=progress is True,
-        enable_model_summary=False,
-        logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs") if out_dir else False,
-        inference_mode=False,
-        log_every_n_steps=max(1, min(50, math.ceil(len(train_records) / batch_size))),
-        default_root_dir=out_dir,
-        enable_checkpointing=checkpoint is not None,
-    )
-    train_data = GraphDataset(train_records, model, targets)
-    if trainer.world_size == 1:
-        # continues a mid-epoch checkpoint where it stopped
-        train_loader = ResumableLoader(train_data, batch_size, seed=seed, collate_fn=collate)
-    else:  # Lightning shards the data with a DistributedSampler
-        train_loader = torch.utils.data.DataLoader(
-            train_data, batch_size=batch_size, shuffle=True, collate_fn=collate,
-            generator=torch.Generator().manual_seed(seed),
+    quiet = quiet_lightning() if progress is False else contextlib.nullcontext()
+    with quiet:  # no progress shown: no Lightning advert or LeafSpec warning either
+        trainer = L.Trainer(
+            max_epochs=epochs,
+            max_time=max_time,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            num_nodes=num_nodes,
+            callbacks=callbacks,
+            enable_progress_bar=progress is True,
+            enable_model_summary=False,
+            logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs") if out_dir else False,
+            inference_mode=False,
+            log_every_n_steps=max(1, min(50, math.ceil(len(train_records) / batch_size))),
+            default_root_dir=out_dir,
+            enable_checkpointing=checkpoint is not None,
         )
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        # our settings.json lives beside the checkpoints; that is expected
-        warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
-        trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
+        train_data = GraphDataset(train_records, model, targets)
+        if trainer.world_size == 1:
+            # continues a mid-epoch checkpoint where it stopped
+            train_loader = ResumableLoader(train_data, batch_size, seed=seed, collate_fn=collate)
+        else:  # Lightning shards the data with a DistributedSampler
+            train_loader = torch.utils.data.DataLoader(
+                train_data, batch_size=batch_size, shuffle=True, collate_fn=collate,
+                generator=torch.Generator().manual_seed(seed),
+            )
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            # our settings.json lives beside the checkpoints; that is expected
+            warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+            trainer.fit(module, train_loader, val_loader, ckpt_path=ckpt_path, weights_only=True)
     train_time = time.perf_counter() - start
 
     if checkpoint is not None and checkpoint.best_model_path:
